@@ -1,0 +1,89 @@
+"""Rollouts with transformers' `generate`: the CPU path, and a GPU fallback when vLLM is not installed.
+
+It samples from the policy module itself (no weight copy), in the run's precision, in chunks of `batch_size`
+completions so memory stays bounded, and stops each chunk as soon as every sequence has produced an EOS.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from transformers import GenerationConfig
+
+from passk_exp.precision import autocast
+from passk_exp.rollout.base import (
+    RolloutBatch,
+    SamplingParams,
+    completion_mask_until_eos,
+    encode_prompts,
+)
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS plus the model's generation-config EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    return sorted(i for i in ids if i is not None)
+
+
+class HFRollout:
+    def __init__(self, model, tokenizer, *, precision: str, batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.precision = precision
+        self.batch_size = batch_size
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.model = model  # generate() runs on the policy module itself
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[object], n: int, sampling: SamplingParams) -> RolloutBatch:
+        _, prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, self.pad_id)
+        device = next(self.model.parameters()).device
+        repeated_ids = prompt_ids.repeat_interleave(n, dim=0)
+        repeated_mask = prompt_mask.repeat_interleave(n, dim=0)
+        # A fresh config so that nothing from the checkpoint's generation_config (top_k=50, repetition penalties)
+        # silently changes the sampling distribution that Pass@k is estimated under.
+        config = GenerationConfig(
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=0,
+            max_new_tokens=sampling.max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+        )
+        was_training = self.model.training
+        self.model.eval()
+        chunks = []
+        try:
+            for start in range(0, repeated_ids.shape[0], self.batch_size):
+                ids = repeated_ids[start : start + self.batch_size].to(device)
+                mask = repeated_mask[start : start + self.batch_size].to(device)
+                with autocast(self.precision, device):
+                    out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                chunks.append(out[:, ids.shape[1] :].cpu())
+        finally:
+            self.model.train(was_training)
+        width = max(c.shape[1] for c in chunks)
+        completions = torch.cat(
+            [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=self.pad_id) for c in chunks]
+        )
+        mask = completion_mask_until_eos(completions, self.eos_ids)
+        completions = torch.where(mask.bool(), completions, torch.full_like(completions, self.pad_id))
+        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        groups = len(prompts)
+        return RolloutBatch(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            completion_ids=completions.view(groups, n, width),
+            completion_mask=mask.view(groups, n, width),
+            texts=[texts[g * n : (g + 1) * n] for g in range(groups)],
+        )
