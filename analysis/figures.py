@@ -1,0 +1,199 @@
+"""The two study figures, each as a static PNG (matplotlib) and an interactive HTML page (plotly).
+
+* Pass@k curves: final Pass@k against k (log2 axis), one line per method, the band is mean ± std over seeds. When the
+  runs share one K schedule, there is one panel per training K (a dotted line marks k = K, the target), so a panel
+  answers "which method is best at the Pass@k its K aims for"; otherwise (fixed vs adaptive K) one panel holds every
+  arm. Further panels split by model, benchmark, ... when those vary.
+* Pareto front: Pass@1 against Pass@k_hi (k_hi = 64 when logged), one point per method × K with ±std error bars, the
+  non-dominated points joined and ringed.
+Both take the tables of `analysis.tables` and do no statistics of their own.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files, never windows
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.tables import arm_columns, describe_schedule, panel_columns  # noqa: E402
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def _colors(labels) -> dict[str, str]:
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
+
+
+def _panel_title(key: tuple, names: list[str]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in zip(names, key))
+
+
+def _curve_panels(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame, int | None]]:
+    """[(title, rows, K marked with a target line or None)] in drawing order."""
+    arms = arm_columns(summary)
+    by_k = "schedule" not in arms and not any(c.startswith("schedule.") for c in arms)
+    split = panel_columns(arms)
+    groups = list(summary.groupby(split, sort=True, dropna=False)) if split else [((), summary)]
+    panels = []
+    for key, rows in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        where = _panel_title(key, split)
+        if by_k:
+            for k_value, at_k in rows.groupby("K", sort=True):
+                panels.append(((f"K={k_value}" + (f" · {where}" if where else "")), at_k, int(k_value)))
+        else:
+            panels.append((where or "all arms", rows, None))
+    return panels
+
+
+def _line_label(row: pd.Series, by_k: bool) -> str:
+    return str(row["method"]) if by_k else f"{row['method']} · {describe_schedule(row)}"
+
+
+def _grid(count: int) -> tuple[int, int]:
+    cols = min(count, 4)
+    return (count + cols - 1) // cols, cols
+
+
+def passk_curves_png(summary: pd.DataFrame, ks: list[int], title: str) -> bytes:
+    panels = _curve_panels(summary)
+    rows, cols = _grid(len(panels))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
+    labels = [_line_label(r, p[2] is not None) for p in panels for _, r in p[1].iterrows()]
+    colors = _colors(labels)
+    x = np.asarray(ks, dtype=float)
+    for ax, (name, table, k_target) in zip(axes.flat, panels):
+        for _, row in table.iterrows():
+            label = _line_label(row, k_target is not None)
+            mean = np.array([row[f"pass_at_{k}_mean"] for k in ks], dtype=float)
+            std = np.nan_to_num(np.array([row[f"pass_at_{k}_std"] for k in ks], dtype=float))
+            ax.plot(x, mean, marker="o", ms=3, color=colors[label], label=f"{label} ({row['seeds']} seeds)")
+            ax.fill_between(x, mean - std, mean + std, color=colors[label], alpha=0.15, linewidth=0)
+        if k_target is not None and ks[0] <= k_target <= ks[-1]:
+            ax.axvline(k_target, color="0.4", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(k) for k in ks])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("k")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("final Pass@k")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    return _png(fig)
+
+
+def passk_curves_html(summary: pd.DataFrame, ks: list[int], title: str, include_plotlyjs: str | bool = "cdn") -> str:
+    from plotly.subplots import make_subplots
+
+    panels = _curve_panels(summary)
+    rows, cols = _grid(len(panels))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in panels], shared_yaxes=True)
+    labels = [_line_label(r, p[2] is not None) for p in panels for _, r in p[1].iterrows()]
+    colors = _colors(labels)
+    shown: set[str] = set()
+    for index, (_, table, k_target) in enumerate(panels):
+        row_i, col_i = index // cols + 1, index % cols + 1
+        for _, row in table.iterrows():
+            label = _line_label(row, k_target is not None)
+            mean = [row[f"pass_at_{k}_mean"] for k in ks]
+            std = [0.0 if np.isnan(row[f"pass_at_{k}_std"]) else row[f"pass_at_{k}_std"] for k in ks]
+            fig.add_scatter(
+                x=ks, y=mean, error_y=dict(type="data", array=std, visible=True), mode="lines+markers",
+                name=label, legendgroup=label, showlegend=label not in shown, line=dict(color=colors[label]),
+                hovertemplate=f"{label}<br>k=%{{x}}<br>Pass@k=%{{y:.4f}}<br>seeds={row['seeds']}<extra></extra>",
+                row=row_i, col=col_i,
+            )
+            shown.add(label)
+        if k_target is not None:
+            fig.add_vline(x=np.log2(k_target), line_dash="dot", line_color="gray", row=row_i, col=col_i)
+        fig.update_xaxes(type="log", tickvals=ks, ticktext=[str(k) for k in ks], title_text="k", row=row_i, col=col_i)
+    fig.update_yaxes(title_text="final Pass@k", col=1)
+    fig.update_layout(title=title, height=340 * rows, width=max(700, 420 * cols))
+    return fig.to_html(include_plotlyjs=include_plotlyjs, full_html=True)
+
+
+def _point_label(row: pd.Series) -> str:
+    return f"K={row['K']}" if not row.get("schedule") or row.get("schedule") == "fixed" else describe_schedule(row)
+
+
+def _pareto_panels(pareto: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    split = panel_columns(arm_columns(pareto))
+    if not split:
+        return [("", pareto)]
+    return [(_panel_title(k if isinstance(k, tuple) else (k,), split), rows)
+            for k, rows in pareto.groupby(split, sort=True, dropna=False)]
+
+
+def pareto_png(pareto: pd.DataFrame, k_hi: int, title: str) -> bytes:
+    panels = _pareto_panels(pareto)
+    rows, cols = _grid(len(panels))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 4.2 * rows), squeeze=False)
+    colors = _colors(pareto["method"])
+    for ax, (name, table) in zip(axes.flat, panels):
+        for method, points in table.groupby("method", sort=True):
+            ax.errorbar(points["x"], points["y"], xerr=points["x_std"].fillna(0), yerr=points["y_std"].fillna(0),
+                        fmt="o", color=colors[method], label=method, capsize=2, ms=5, alpha=0.9)
+            for _, point in points.iterrows():
+                ax.annotate(_point_label(point), (point["x"], point["y"]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+        front = table[table["on_front"]].sort_values("x")
+        ax.plot(front["x"], front["y"], "k--", linewidth=1, label="Pareto front")
+        ax.scatter(front["x"], front["y"], s=110, facecolors="none", edgecolors="k", linewidths=1)
+        ax.set_xlabel("final Pass@1")
+        ax.set_ylabel(f"final Pass@{k_hi}")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    return _png(fig)
+
+
+def pareto_html(pareto: pd.DataFrame, k_hi: int, title: str, include_plotlyjs: str | bool = "cdn") -> str:
+    from plotly.subplots import make_subplots
+
+    panels = _pareto_panels(pareto)
+    rows, cols = _grid(len(panels))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in panels])
+    colors = _colors(pareto["method"])
+    shown: set[str] = set()
+    for index, (_, table) in enumerate(panels):
+        row_i, col_i = index // cols + 1, index % cols + 1
+        for method, points in table.groupby("method", sort=True):
+            fig.add_scatter(
+                x=points["x"], y=points["y"], mode="markers+text", text=[_point_label(p) for _, p in points.iterrows()],
+                textposition="top right", name=method, legendgroup=method, showlegend=method not in shown,
+                marker=dict(color=colors[method], size=9),
+                error_x=dict(type="data", array=points["x_std"].fillna(0), visible=True),
+                error_y=dict(type="data", array=points["y_std"].fillna(0), visible=True),
+                customdata=points[["seeds"]].to_numpy(),
+                hovertemplate=f"{method}<br>Pass@1=%{{x:.4f}}<br>Pass@{k_hi}=%{{y:.4f}}<br>seeds=%{{customdata[0]}}"
+                "<extra></extra>",
+                row=row_i, col=col_i,
+            )
+            shown.add(method)
+        front = table[table["on_front"]].sort_values("x")
+        fig.add_scatter(x=front["x"], y=front["y"], mode="lines", line=dict(color="black", dash="dash"),
+                        name="Pareto front", legendgroup="front", showlegend=index == 0, row=row_i, col=col_i)
+        fig.update_xaxes(title_text="final Pass@1", row=row_i, col=col_i)
+        fig.update_yaxes(title_text=f"final Pass@{k_hi}", row=row_i, col=col_i)
+    fig.update_layout(title=title, height=420 * rows, width=max(600, 520 * cols))
+    return fig.to_html(include_plotlyjs=include_plotlyjs, full_html=True)
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
