@@ -1,0 +1,3 @@
+from passk_exp.cli import main
+
+main()

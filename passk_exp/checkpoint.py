@@ -1,0 +1,76 @@
+"""Checkpoints that make a run resumable: trainable weights, optimizer, RNG, schedule and estimator state, MLflow run id.
+
+Only parameters that train are saved: frozen ones are reloaded from the (deterministic) base model, which keeps a
+checkpoint of a 135M model with 4 trained layers at a few MB instead of half a GB. Writes go to a temporary file that
+is renamed into place, so a run killed while saving keeps its previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_FILE = "last.pt"
+# Keys that do not change what a run computes, so changing them still resumes the same run.
+_NOT_IDENTITY = ("resume", "quiet", "steps", "tracking", "checkpoint_dir", "eval_every", "save_every")
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """A stable name for 'this experiment', the same for every (re)launch of the same config (SLURM requeue)."""
+    identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    method = config.get("method", {}).get("name", "run")
+    return f"{method}-K{config.get('K')}-n{config.get('n')}-s{config.get('seed')}-{digest}"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / CHECKPOINT_FILE
+    tmp = directory / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
+    payload = {"model": trainable_state(model), "optimizer": optimizer.state_dict(), "rng": rng_state(), **state}
+    torch.save(payload, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def load_checkpoint(directory: Path) -> dict[str, Any] | None:
+    path = directory / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def restore_model(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = sorted(set(saved) - set(params))
+    if missing:
+        raise ValueError(f"checkpoint holds parameters this model lacks, e.g. {missing[:3]}: was the model changed?")
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value.to(params[name].device))

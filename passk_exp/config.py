@@ -1,0 +1,246 @@
+"""The run configuration: a structured schema for Hydra, and the checks that stop a bad run before any model loads.
+
+The schema (registered in Hydra's ConfigStore as `passk_schema`) types the top-level keys, `train` and `tracking`, so
+a typo or a wrongly typed value fails when Hydra composes. The groups whose valid contents are defined by registries
+(`method`, `model`, `benchmark`) are checked by `validate_config` against those registries: the registry stays the
+single source of valid choices. Every check raises `ConfigError` with one line: the key, the value, what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+LOSS_AGGREGATIONS = ("constant", "token_mean", "seq_mean")
+SCHEDULE_KEYS = {"fixed": set(), "anneal": {"milestones"}, "adaptive": {"k_min", "k_max", "p_target", "decay"}}
+REGULARIZER_KEYS = {"none": set(), "entropy": {"lam"}, "kl": {"beta"}}
+ROLLOUT_KEYS = {
+    "hf": {"max_new_tokens", "temperature", "top_p", "batch_size"},
+    "vllm": {"max_new_tokens", "temperature", "top_p", "batch_size", "gpu_memory_utilization"},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot run; the message names the key, the value and what is allowed."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class TrainConfig:
+    prompts_per_step: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    micro_batch_groups: int = 2
+    inner_updates: int = 1
+    clip_eps: float = 0.2
+    loss_agg: str = "constant"
+    shared_prefix: bool = True
+    token_chunk: int = 1024
+    skip_uninformative: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.prompts_per_step >= 1, f"train.prompts_per_step={self.prompts_per_step} must be >= 1")
+        _check(self.lr > 0 and math.isfinite(self.lr), f"train.lr={self.lr} must be a positive number")
+        _check(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay} must be >= 0")
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"train.betas={list(self.betas)} must be two numbers in [0, 1)",
+        )
+        _check(self.grad_clip > 0, f"train.grad_clip={self.grad_clip} must be > 0")
+        _check(self.micro_batch_groups >= 1, f"train.micro_batch_groups={self.micro_batch_groups} must be >= 1")
+        _check(self.inner_updates >= 1, f"train.inner_updates={self.inner_updates} must be >= 1")
+        _check(0 < self.clip_eps < 1, f"train.clip_eps={self.clip_eps} must be in (0, 1)")
+        _check(
+            self.loss_agg in LOSS_AGGREGATIONS,
+            f"train.loss_agg={self.loss_agg!r} is not one of {list(LOSS_AGGREGATIONS)}",
+        )
+        _check(self.token_chunk >= 1, f"train.token_chunk={self.token_chunk} must be >= 1")
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None
+    experiment: str = "passk-exp"
+    run_name: Optional[str] = None
+
+
+@dataclass
+class PasskSchema:
+    """Top-level keys of conf/config.yaml. Group contents (`method`, `model`, ...) are checked by `validate_config`."""
+
+    K: int = 1
+    n: int = 16
+    seed: int = 0
+    steps: int = 30
+    precision: str = "auto"
+    device: str = "auto"
+    eval_every: int = 10
+    n_eval: int = 16
+    save_every: int = 10
+    resume: bool = False
+    checkpoint_dir: Optional[str] = None
+    quiet: bool = False
+    phase: Optional[str] = None
+    scale: Optional[str] = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    method: Any = None
+    schedule: Any = None
+    regularizer: Any = None
+    model: Any = None
+    benchmark: Any = None
+    rollout: Any = None
+
+    def __post_init__(self) -> None:
+        _check(self.K >= 1, f"K={self.K} must be >= 1 (the Pass@K target)")
+        _check(self.n >= 1, f"n={self.n} must be >= 1 samples per prompt")
+        _check(self.steps >= 0, f"steps={self.steps} must be >= 0")
+        _check(self.precision in PRECISIONS, f"precision={self.precision!r} is not one of {list(PRECISIONS)}")
+        _check(self.device in DEVICES, f"device={self.device!r} is not one of {list(DEVICES)}")
+        _check(self.eval_every >= 0, f"eval_every={self.eval_every} must be >= 0 (0 = only at start and end)")
+        _check(self.n_eval >= 1, f"n_eval={self.n_eval} must be >= 1 samples per eval problem")
+        _check(self.save_every >= 0, f"save_every={self.save_every} must be >= 0 (0 = only at the end)")
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="passk_schema", node=PasskSchema)
+
+
+def _keys(node: Any, where: str) -> dict[str, Any]:
+    _check(isinstance(node, (dict, DictConfig)), f"{where} must be a mapping, got {node!r}")
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def _check_keys(group: str, cfg: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(cfg) - allowed - {"name"})
+    _check(not unknown, f"{group}: unknown key(s) {unknown}; allowed: {sorted(allowed | {'name'})}")
+
+
+def max_k(cfg: DictConfig) -> int:
+    """The largest K the schedule can hand to the estimator."""
+    schedule = cfg.schedule
+    if schedule.name == "anneal":
+        return max(int(k) for _, k in schedule.milestones)
+    if schedule.name == "adaptive":
+        return int(schedule.k_max)
+    return int(cfg.K)
+
+
+def _validate_schedule(cfg: DictConfig) -> None:
+    schedule = _keys(cfg.schedule, "schedule")
+    name = schedule.get("name")
+    _check(name in SCHEDULE_KEYS, f"schedule={name!r} is not one of {sorted(SCHEDULE_KEYS)}")
+    _check_keys(f"schedule={name}", schedule, SCHEDULE_KEYS[name])
+    if name == "anneal":
+        milestones = schedule.get("milestones") or []
+        _check(
+            bool(milestones) and all(len(m) == 2 and m[0] >= 0 and m[1] >= 1 for m in milestones),
+            f"schedule.milestones={milestones} must be a non-empty list of [start_step >= 0, k >= 1]",
+        )
+        starts = [m[0] for m in milestones]
+        _check(starts[0] == 0, f"schedule.milestones must start at step 0, got {starts[0]}")
+        _check(starts == sorted(set(starts)), f"schedule.milestones start steps {starts} must increase strictly")
+    if name == "adaptive":
+        _check(schedule["k_min"] >= 1, f"schedule.k_min={schedule['k_min']} must be >= 1")
+        _check(
+            schedule["k_min"] <= schedule["k_max"],
+            f"schedule.k_min={schedule['k_min']} > schedule.k_max={schedule['k_max']}: k_min must be <= k_max",
+        )
+        _check(schedule["p_target"] > 0, f"schedule.p_target={schedule['p_target']} must be > 0")
+        _check(0 <= schedule["decay"] < 1, f"schedule.decay={schedule['decay']} must be in [0, 1)")
+
+
+def _validate_method(cfg: DictConfig) -> None:
+    import torch
+
+    from passk_exp import estimators
+
+    method = _keys(cfg.method, "method")
+    name = method.get("name")
+    _check(
+        name in estimators.REGISTRY,
+        f"method={name!r} is not a registered estimator; choose one of {sorted(estimators.REGISTRY)}",
+    )
+    _check_keys(f"method={name}", method, {"params"})
+    params = dict(method.get("params") or {})
+    allowed = estimators.method_params(name)
+    unknown = sorted(set(params) - set(allowed))
+    _check(not unknown, f"method={name}: unknown param(s) {unknown}; {name} takes {sorted(allowed)}")
+    k = max_k(cfg)
+    if estimators.needs_k_le_n(name) and cfg.schedule.name != "adaptive":
+        _check(
+            k <= cfg.n,
+            f"K={k} > n={cfg.n} samples per prompt: method={name} needs K <= n; raise n or lower K",
+        )
+    # A dry run on a dummy batch catches every remaining estimator-level error (bad param values, n < 2 for
+    # leave-one-out methods) with the estimator's own message, before a model is loaded.
+    dummy = torch.zeros(1, cfg.n, dtype=torch.float64)
+    dummy[0, 0] = 1.0
+    k_dry = min(k, cfg.n) if estimators.needs_k_le_n(name) else k
+    estimators.compute_advantages(
+        estimators.resolve_method(name, k_dry), dummy, k=k_dry, **_dry_run_params(name, k_dry, params)
+    )
+
+
+def _dry_run_params(name: str, k: int, params: dict[str, Any]) -> dict[str, Any]:
+    from passk_exp import estimators
+
+    resolved = estimators.resolve_method(name, k)
+    if resolved == name:
+        return params
+    allowed = estimators.method_params(resolved)
+    return {key: value for key, value in params.items() if key in allowed}
+
+
+def _validate_regularizer(cfg: DictConfig) -> None:
+    reg = _keys(cfg.regularizer, "regularizer")
+    name = reg.get("name")
+    _check(name in REGULARIZER_KEYS, f"regularizer={name!r} is not one of {sorted(REGULARIZER_KEYS)}")
+    _check_keys(f"regularizer={name}", reg, REGULARIZER_KEYS[name])
+    if name == "entropy":
+        _check(reg["lam"] >= 0, f"regularizer.lam={reg['lam']} must be >= 0")
+    if name == "kl":
+        _check(reg["beta"] >= 0, f"regularizer.beta={reg['beta']} must be >= 0")
+
+
+def _validate_rollout(cfg: DictConfig) -> None:
+    rollout = _keys(cfg.rollout, "rollout")
+    backend = rollout.get("backend")
+    _check(backend in ROLLOUT_KEYS, f"rollout={backend!r} is not one of {sorted(ROLLOUT_KEYS)}")
+    unknown = sorted(set(rollout) - ROLLOUT_KEYS[backend] - {"backend"})
+    _check(not unknown, f"rollout={backend}: unknown key(s) {unknown}; allowed: {sorted(ROLLOUT_KEYS[backend])}")
+    _check(rollout["max_new_tokens"] >= 1, f"rollout.max_new_tokens={rollout['max_new_tokens']} must be >= 1")
+    _check(rollout["temperature"] > 0, f"rollout.temperature={rollout['temperature']} must be > 0")
+    _check(0 < rollout["top_p"] <= 1, f"rollout.top_p={rollout['top_p']} must be in (0, 1]")
+    _check(rollout["batch_size"] >= 1, f"rollout.batch_size={rollout['batch_size']} must be >= 1")
+
+
+def validate_config(cfg: DictConfig) -> PasskSchema:
+    """Check everything that can be checked without loading a model; raise ConfigError on the first problem."""
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as error:  # omegaconf's validation errors carry the key and the value
+        raise ConfigError(str(error).splitlines()[0]) from None
+    _validate_schedule(cfg)
+    _validate_method(cfg)
+    _validate_regularizer(cfg)
+    _validate_rollout(cfg)
+    from passk_exp.models import validate_model_config
+
+    validate_model_config(cfg.model)
+    return typed
