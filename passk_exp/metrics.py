@@ -48,7 +48,8 @@ def fail_at_k(n, c, k):
     n_a, c_a, k_a = np.broadcast_arrays(_as_int_array("n", n), _as_int_array("c", c), _as_int_array("k", k))
     if np.any(k_a < 1) or np.any(k_a > n_a):
         i = int(np.flatnonzero((k_a < 1) | (k_a > n_a))[0])
-        raise ValueError(f"k={int(k_a.flat[i])} with n={int(n_a.flat[i])}: pass@k needs 1 <= k <= n; raise n or lower k")
+        bad_k, bad_n = int(k_a.flat[i]), int(n_a.flat[i])
+        raise ValueError(f"k={bad_k} with n={bad_n}: pass@k needs 1 <= k <= n; raise n or lower k")
     if np.any(c_a < 0) or np.any(c_a > n_a):
         i = int(np.flatnonzero((c_a < 0) | (c_a > n_a))[0])
         raise ValueError(f"c={int(c_a.flat[i])} with n={int(n_a.flat[i])}: the number correct must be in [0, n]")

@@ -1,4 +1,4 @@
-"""The estimator interface: registry, params, flags, one-line ValueErrors, state, dtype/device, hypothesis properties."""
+"""The estimator interface: registry, params, flags, one-line ValueErrors, state, dtype/device, properties."""
 
 import pytest
 import torch
@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from passk_exp import estimators as E
 from passk_exp.estimators import REGISTRY, compute_advantages
+from passk_exp.estimators import compute_advantages as ca
 
 F64 = torch.float64
 NAMES = {
@@ -50,40 +51,43 @@ def test_method_params_names_and_spec_defaults():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: compute_advantages("grpo_x", _ones(), 1), r"method='grpo_x' is not a registered .*'biased_k'"),
-        (lambda: compute_advantages("rloo", _ones(), 1, eps=1e-6), r"unknown param\(s\) \['eps'\]; it takes no params"),
-        (lambda: compute_advantages("grpo", _ones(), 1, k_factor=True), r"unknown param\(s\) \['k_factor'\]"),
-        (lambda: compute_advantages("grpo", _ones(), 1, std_ddof=2), r"std_ddof=2 must be 0"),
-        (lambda: compute_advantages("grpo", _ones(), 1, eps=-1.0), r"eps=-1.0 must be a finite real >= 0"),
-        (lambda: compute_advantages("rloo_k", _ones(), 2, k_factor="yes"), r"k_factor='yes' must be true or false"),
-        (lambda: compute_advantages("passk_mix", _ones(), 2, variant="mix"), r"variant='mix' is not one of"),
-        (lambda: compute_advantages("biased_k", _ones(), 2, base="ppo"), r"base='ppo' is not one of"),
-        (lambda: compute_advantages("biased_k", _ones(), 2, p_hat="x"), r"p_hat='x' is not one of"),
-        (lambda: compute_advantages("biased_k", _ones(), 2, base="rloo", eps=0.1), r"only apply to base='grpo'"),
-        (lambda: compute_advantages("entropy_reg", _ones(), 2, lam=float("nan")), r"lam=nan must be"),
-        (lambda: compute_advantages("passk_multi", _ones(), 2, ks=[0, 4]), r"ks=\[0, 4\] must be a non-empty"),
-        (lambda: compute_advantages("passk_multi", _ones(), 2, ks=[1, 1]), r"repeats a k"),
-        (lambda: compute_advantages("passk_multi", _ones(), 2, weights=[1.0]), r"weights has 1 entries but ks"),
-        (lambda: compute_advantages("rloo_k", _ones(2, 16), 17), r"^k=17 > n=16 samples per prompt: .*raise n or lower K$"),
-        (lambda: compute_advantages("pkpo", _ones(), 0), r"k=0 must be >= 1"),
-        (lambda: compute_advantages("grpo", _ones(), 0), r"k=0 must be >= 1"),
-        (lambda: compute_advantages("pkpo", _ones(), 2.0), r"k=2.0 must be an integer"),
-        (lambda: compute_advantages("pkpo", _ones(), True), r"k=True must be an integer"),
-        (lambda: compute_advantages("grpo", torch.zeros(4), 1), r"must be 2-D \[B, n\].*got shape \(4,\)"),
-        (lambda: compute_advantages("grpo", torch.zeros(2, 3, 4), 1), r"got shape \(2, 3, 4\)"),
-        (lambda: compute_advantages("grpo", torch.zeros(2, 3, dtype=torch.long), 1), r"dtype torch.int64 is not floating"),
-        (lambda: compute_advantages("grpo", [[1.0, 0.0]], 1), r"must be a torch.Tensor"),
-        (lambda: compute_advantages("rloo", torch.zeros(3, 1), 1), r"^n=1 samples per prompt: method='rloo' needs n >= 2"),
-        (lambda: compute_advantages("pkpo_loo", torch.zeros(3, 1), 1), r"needs n >= 2"),
-        (lambda: compute_advantages("biased_k", torch.zeros(3, 1), 4, base="rloo"), r"needs n >= 2"),
-        (lambda: compute_advantages("grpo", torch.tensor([[0.0, float("nan")]]), 1), r"non-finite value nan at \[0, 1\]"),
-        (lambda: compute_advantages("pkpo", torch.tensor([[0.0, float("inf")]]), 1), r"non-finite value inf"),
-        (lambda: compute_advantages("rloo_k", torch.tensor([[0.0, 0.5]]), 1), r"0.5 at \[0, 1\] .* needs binary"),
-        (lambda: compute_advantages("skew_r", torch.tensor([[0.0, 1.5]]), 1), r"1.5 at \[0, 1\] .* in \[0, 1\]"),
-        (lambda: compute_advantages("biased_k", torch.tensor([[-0.1, 1.0]]), 1), r"-0.1.* in \[0, 1\]"),
-        (lambda: compute_advantages("grpo", _ones(), 1, state=object()), r"takes no state= argument \(only \['biased_k'\]"),
-        (lambda: compute_advantages("biased_k", _ones(), 2, state=E.BiasedKState("ema")), r"only used with p_hat='ema' or 'global'"),
-        (lambda: compute_advantages("biased_k", _ones(), 2, p_hat="global", state=E.BiasedKState("ema")), r"BiasedKState with p_hat='global'"),
+        (lambda: ca("grpo_x", _ones(), 1), r"method='grpo_x' is not a registered .*'biased_k'"),
+        (lambda: ca("rloo", _ones(), 1, eps=1e-6), r"unknown param\(s\) \['eps'\]; it takes no params"),
+        (lambda: ca("grpo", _ones(), 1, k_factor=True), r"unknown param\(s\) \['k_factor'\]"),
+        (lambda: ca("grpo", _ones(), 1, std_ddof=2), r"std_ddof=2 must be 0"),
+        (lambda: ca("grpo", _ones(), 1, eps=-1.0), r"eps=-1.0 must be a finite real >= 0"),
+        (lambda: ca("rloo_k", _ones(), 2, k_factor="yes"), r"k_factor='yes' must be true or false"),
+        (lambda: ca("passk_mix", _ones(), 2, variant="mix"), r"variant='mix' is not one of"),
+        (lambda: ca("biased_k", _ones(), 2, base="ppo"), r"base='ppo' is not one of"),
+        (lambda: ca("biased_k", _ones(), 2, p_hat="x"), r"p_hat='x' is not one of"),
+        (lambda: ca("biased_k", _ones(), 2, base="rloo", eps=0.1), r"only apply to base='grpo'"),
+        (lambda: ca("entropy_reg", _ones(), 2, lam=float("nan")), r"lam=nan must be"),
+        (lambda: ca("passk_multi", _ones(), 2, ks=[0, 4]), r"ks=\[0, 4\] must be a non-empty"),
+        (lambda: ca("passk_multi", _ones(), 2, ks=[1, 1]), r"repeats a k"),
+        (lambda: ca("passk_multi", _ones(), 2, weights=[1.0]), r"weights has 1 entries but ks"),
+        (lambda: ca("rloo_k", _ones(2, 16), 17), r"^k=17 > n=16 samples per prompt: .*raise n or lower K$"),
+        (lambda: ca("pkpo", _ones(), 0), r"k=0 must be >= 1"),
+        (lambda: ca("grpo", _ones(), 0), r"k=0 must be >= 1"),
+        (lambda: ca("pkpo", _ones(), 2.0), r"k=2.0 must be an integer"),
+        (lambda: ca("pkpo", _ones(), True), r"k=True must be an integer"),
+        (lambda: ca("grpo", torch.zeros(4), 1), r"must be 2-D \[B, n\].*got shape \(4,\)"),
+        (lambda: ca("grpo", torch.zeros(2, 3, 4), 1), r"got shape \(2, 3, 4\)"),
+        (lambda: ca("grpo", torch.zeros(2, 3, dtype=torch.long), 1), r"dtype torch.int64 is not floating"),
+        (lambda: ca("grpo", [[1.0, 0.0]], 1), r"must be a torch.Tensor"),
+        (lambda: ca("rloo", torch.zeros(3, 1), 1), r"^n=1 samples per prompt: method='rloo' needs n >= 2"),
+        (lambda: ca("pkpo_loo", torch.zeros(3, 1), 1), r"needs n >= 2"),
+        (lambda: ca("biased_k", torch.zeros(3, 1), 4, base="rloo"), r"needs n >= 2"),
+        (lambda: ca("grpo", torch.tensor([[0.0, float("nan")]]), 1), r"non-finite value nan at \[0, 1\]"),
+        (lambda: ca("pkpo", torch.tensor([[0.0, float("inf")]]), 1), r"non-finite value inf"),
+        (lambda: ca("rloo_k", torch.tensor([[0.0, 0.5]]), 1), r"0.5 at \[0, 1\] .* needs binary"),
+        (lambda: ca("skew_r", torch.tensor([[0.0, 1.5]]), 1), r"1.5 at \[0, 1\] .* in \[0, 1\]"),
+        (lambda: ca("biased_k", torch.tensor([[-0.1, 1.0]]), 1), r"-0.1.* in \[0, 1\]"),
+        (lambda: ca("grpo", _ones(), 1, state=object()), r"takes no state= argument \(only \['biased_k'\]"),
+        (lambda: ca("biased_k", _ones(), 2, state=E.BiasedKState("ema")), r"only used with p_hat='ema' or 'global'"),
+        (
+            lambda: ca("biased_k", _ones(), 2, p_hat="global", state=E.BiasedKState("ema")),
+            r"BiasedKState with p_hat='global'",
+        ),
         (lambda: E.needs_k_le_n("nope"), r"not a registered estimator"),
         (lambda: E.make_state("biased_k", {"p_hat": "ema", "bogus": 1}), r"unknown param\(s\) \['bogus'\]"),
     ],

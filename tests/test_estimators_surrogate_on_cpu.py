@@ -15,7 +15,7 @@ ROWS = torch.tensor(list(itertools.product([0.0, 1.0], repeat=N)), dtype=F64)  #
 
 
 def _beta_half(p, k):
-    """B(p; ½, k−½) for integer k ≥ 1 in closed form: t = sin²θ gives 2·∫₀^{asin√p} cos^{2k−2}θ dθ (reduction formula)."""
+    """B(p; ½, k−½) for integer k ≥ 1: t = sin²θ gives 2·∫₀^{asin√p} cos^{2k−2}θ dθ (reduction formula)."""
     x = torch.asin(torch.sqrt(p))
     integral = x
     for m in range(1, k):

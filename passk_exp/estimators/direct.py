@@ -48,7 +48,7 @@ def grpo_k(rewards: Tensor, k: int, *, k_factor: bool = True, std_ddof: int = 0,
 
 @register("wk25", rewards="binary", needs_k_le_n=True)
 def wk25(rewards: Tensor, k: int, *, k_factor: bool = True) -> Tensor:
-    """A_i = K for a correct sample, K·(1 − w⁻) = K·ρ(n−1, c, K−1) for a wrong one (U Eq. 35 = W Eq. 8). [B, n] → [B, n].
+    """A_i = K if correct, K·(1 − w⁻) = K·ρ(n−1, c, K−1) if wrong (U Eq. 35 = W Eq. 8). [B, n] binary → [B, n].
 
     Unbiased for ∇Pass@K with no baseline (an all-one row gives K, wrong samples get positive weight); numerically
     equal to pkpo on binary rewards. K = 1 gives reinforce.

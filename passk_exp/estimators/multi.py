@@ -9,7 +9,6 @@ table per (n, ks, weights). What this file leaves out: schedules over k (schedul
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from functools import lru_cache
 from typing import Sequence
 
@@ -21,7 +20,9 @@ from passk_exp.estimators.tables import count_table
 
 
 @lru_cache(maxsize=256)
-def _multi_table(n: int, ks: tuple[int, ...], weights: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _multi_table(
+    n: int, ks: tuple[int, ...], weights: tuple[float, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     pos = [0.0] * (n + 1)
     neg = [0.0] * (n + 1)
     for kk, w in zip(ks, weights):
@@ -29,8 +30,8 @@ def _multi_table(n: int, ks: tuple[int, ...], weights: tuple[float, ...]) -> tup
             p_k, q_k = count_table("rloo_k", n, kk, True)
         else:  # plug-in k(1 − r̄)^{k−1}·A^RLOO; A^RLOO is (n−c)/(n−1) for a correct sample, −c/(n−1) for a wrong one
             alpha = [math.exp(math.log(kk) + (kk - 1) * math.log1p(-c / n)) if c < n else 0.0 for c in range(n + 1)]
-            p_k = tuple(a * float(Fraction(n - c, n - 1)) for c, a in enumerate(alpha))
-            q_k = tuple(-a * float(Fraction(c, n - 1)) for c, a in enumerate(alpha))
+            p_k = tuple(a * ((n - c) / (n - 1)) for c, a in enumerate(alpha))
+            q_k = tuple(-a * (c / (n - 1)) for c, a in enumerate(alpha))
         for c in range(n + 1):
             pos[c] += w * p_k[c]
             neg[c] += w * q_k[c]

@@ -163,7 +163,9 @@ def pkpo_loo_minus_one(g: Group, k: int) -> Group:
     return [a[i] - k * _max_at_k(_others(g, i), k - 1) for i in range(n)]
 
 
-def passk_multi(g: Group, k: int, ks: tuple[int, ...] = (1, 4, 16, 64), weights: tuple[float, ...] | None = None) -> Group:
+def passk_multi(
+    g: Group, k: int, ks: tuple[int, ...] = (1, 4, 16, 64), weights: tuple[float, ...] | None = None
+) -> Group:
     n, m = len(g), _mean(g)
     ws = weights if weights is not None else [1 / len(ks)] * len(ks)
     out = [0.0] * n

@@ -61,7 +61,7 @@ def skew_r(rewards: Tensor, k: int, *, std_ddof: int = 0, eps: float = 1e-6) -> 
 def entropy_reg(
     rewards: Tensor, k: int, *, lam: float = 0.1, std_ddof: int = 0, eps: float = 1e-6
 ) -> Tensor:
-    """A = ω(r̄)·A^GRPO with ω = 1 + λ·√(r̄(1−r̄))·ln((1−r̄)/r̄) (U Eq. 28 / App. B.4 via the §7 recipe). [B, n] → [B, n].
+    """A = ω(r̄)·A^GRPO, ω = 1 + λ·√(r̄(1−r̄))·ln((1−r̄)/r̄) (U Eq. 28 / App. B.4 via the §7 recipe). [B, n] → [B, n].
 
     Surrogate F_λ = 2·arcsin√p + λ·H(p), H the Bernoulli entropy in nats. ω := 1 at r̄ ∈ {0, 1} (A^GRPO is 0 there).
     ω > 0 for λ < 1.5; larger λ turns it negative on easy prompts. UNCONFIRMED: U's normalisation (data term
