@@ -1,0 +1,123 @@
+"""`reasoning_gym`: the procedural datasets of the `reasoning-gym` package (offline), scored by its `score_answer`.
+
+Any of its datasets by name (`dataset=gsm_symbolic`, `basic_arithmetic`, `chain_sum`, `products`, ...), its
+configuration keys under `dataset_config`. The eval set is `eval_size` entries generated from `seed`; training streams
+freshly generated entries (one new seeded batch per epoch, never the eval seeds). The model puts its final answer in
+`<answer>...</answer>` (reasoning-gym's convention; `answer_tag: null` scores the whole completion). Several datasets give
+small partial credit to wrong answers, which the binary Pass@K estimators reject, so scores are binarised (1 only for
+a full score) unless `binarize: false`. reasoning-gym is the `[tasks]` extra and is imported only when used.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+from passk_exp.benchmarks.base import Benchmark, Problem, PromptOptions, Record
+from passk_exp.benchmarks.scoring import VerifierPool
+
+EPOCH_SIZE = 1000  # entries generated per training epoch (and in the fixed problems("train") list)
+
+
+def _reasoning_gym():
+    try:
+        import reasoning_gym
+    except ImportError:
+        raise ValueError(
+            "benchmark=reasoning_gym needs the reasoning-gym package: pip install 'passk-exp[tasks]'"
+        ) from None
+    return reasoning_gym
+
+
+@dataclass(frozen=True)
+class ReasoningGymOptions(PromptOptions):
+    """dataset: a reasoning-gym dataset name. dataset_config: its config keys (difficulty knobs).
+    answer_tag: tag holding the final answer (null: the whole completion). binarize: 1 only for a full score."""
+
+    eval_size: Optional[int] = 100
+    dataset: str = "gsm_symbolic"
+    dataset_config: dict[str, Any] = field(default_factory=dict)
+    answer_tag: Optional[str] = "answer"
+    binarize: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eval_size is None:
+            raise ValueError("benchmark=reasoning_gym: eval_size must be a number (the datasets are generated)")
+        if not isinstance(self.dataset_config, dict):
+            raise ValueError(f"benchmark=reasoning_gym: dataset_config={self.dataset_config!r} must be a mapping")
+
+
+class ReasoningGym(Benchmark):
+    name = "reasoning_gym"
+    Options = ReasoningGymOptions
+
+    def __init__(self, options: ReasoningGymOptions) -> None:
+        super().__init__(options)
+        rg = _reasoning_gym()
+        if options.dataset not in rg.factory.DATASETS:
+            raise ValueError(
+                f"benchmark=reasoning_gym: dataset={options.dataset!r} is not one of {sorted(rg.factory.DATASETS)}"
+            )
+        self.continuous = not options.binarize
+        self._scorer = self._dataset(seed=0, size=1)  # score_answer depends on the entry, not on the seed
+        self._inline = VerifierPool(self.name, workers=0, item_timeout_s=5.0)
+
+    def _dataset(self, seed: int, size: int):
+        try:
+            return _reasoning_gym().create_dataset(
+                self.options.dataset, seed=seed, size=size, **self.options.dataset_config
+            )
+        except (TypeError, AssertionError, ValueError) as error:
+            raise ValueError(
+                f"benchmark=reasoning_gym: dataset={self.options.dataset} rejects dataset_config="
+                f"{self.options.dataset_config}: {error}"
+            ) from None
+
+    def _entries(self, seed: int, size: int, split: str) -> list[Record]:
+        dataset = self._dataset(seed, size)
+        return [
+            Record(
+                id=f"reasoning_gym/{self.options.dataset}/{split}/{seed}/{i}",
+                question=entry["question"],
+                answer=entry["answer"],
+                demo=f"<answer>{entry['answer']}</answer>" if self.options.answer_tag else str(entry["answer"]),
+                meta={"entry": entry},
+            )
+            for i, entry in enumerate(dataset)
+        ]
+
+    # Eval seeds are even and training seeds odd, so the two never draw the same generator stream.
+    def _records(self, split: str) -> list[Record]:
+        if split == "test":
+            return self._entries(2 * self.options.seed, self.options.eval_size, split)
+        return self._entries(2 * self.options.seed + 1, EPOCH_SIZE, split)
+
+    def train_stream(self, seed: int) -> Iterator[Problem]:
+        rng = random.Random(f"reasoning_gym-stream-{seed}")
+        epoch = 0
+        while True:
+            epoch_seed = 2 * (seed * 100_003 + epoch + 1) + 1
+            records = self._entries(epoch_seed, EPOCH_SIZE, "stream")
+            rng.shuffle(records)
+            for record in records:
+                yield self._problem(record)
+            epoch += 1
+
+    def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
+        self._check_batch(problems, completions)
+        items = [(self._scorer, self.options.answer_tag, self.options.binarize, p.meta["entry"], text)
+                 for p, text in zip(problems, completions)]
+        return self._inline.map(score_entry, items, [p.id for p in problems])
+
+
+def score_entry(dataset, tag: Optional[str], binarize: bool, entry: dict, completion: str) -> float:
+    """reasoning-gym's own score of the tagged answer (0 without one), binarised when asked."""
+    from reasoning_gym.utils import extract_answer
+
+    answer = extract_answer(completion, tag_name=tag) if tag else completion.strip()
+    if answer is None:
+        return 0.0
+    value = float(dataset.score_answer(answer=answer, entry=entry))
+    return float(value >= 1.0) if binarize else value
