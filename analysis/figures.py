@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.tables import arm_columns, describe_schedule, panel_columns  # noqa: E402
+from analysis.tables import arm_label, panel_columns  # noqa: E402
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -34,16 +34,16 @@ def _panel_title(key: tuple, names: list[str]) -> str:
     return ", ".join(f"{name}={value}" for name, value in zip(names, key))
 
 
-def _curve_panels(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame, int | None]]:
-    """[(title, rows, K marked with a target line or None)] in drawing order."""
-    arms = arm_columns(summary)
-    by_k = "schedule" not in arms and not any(c.startswith("schedule.") for c in arms)
+def _curve_panels(summary: pd.DataFrame, arms: list[str]) -> list[tuple[str, pd.DataFrame, int | None]]:
+    """[(title, rows, the K of a per-K panel or None)] in drawing order. Per-K panels when every K is trained by
+    several recipes under one schedule (phases 1 and 4); one panel for all arms otherwise (phases 2 and 3)."""
     split = panel_columns(arms)
+    schedules_vary = any(c == "schedule" or c.startswith("schedule.") for c in arms)
+    by_k = not schedules_vary and summary.groupby([*split, "K"], dropna=False).size().median() >= 2
     groups = list(summary.groupby(split, sort=True, dropna=False)) if split else [((), summary)]
     panels = []
     for key, rows in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        where = _panel_title(key, split)
+        where = _panel_title(key if isinstance(key, tuple) else (key,), split)
         if by_k:
             for k_value, at_k in rows.groupby("K", sort=True):
                 panels.append(((f"K={k_value}" + (f" · {where}" if where else "")), at_k, int(k_value)))
@@ -52,25 +52,21 @@ def _curve_panels(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame, int | 
     return panels
 
 
-def _line_label(row: pd.Series, by_k: bool) -> str:
-    return str(row["method"]) if by_k else f"{row['method']} · {describe_schedule(row)}"
-
-
 def _grid(count: int) -> tuple[int, int]:
     cols = min(count, 4)
     return (count + cols - 1) // cols, cols
 
 
-def passk_curves_png(summary: pd.DataFrame, ks: list[int], title: str) -> bytes:
-    panels = _curve_panels(summary)
+def passk_curves_png(summary: pd.DataFrame, arms: list[str], ks: list[int], title: str) -> bytes:
+    panels = _curve_panels(summary, arms)
     rows, cols = _grid(len(panels))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
-    labels = [_line_label(r, p[2] is not None) for p in panels for _, r in p[1].iterrows()]
+    labels = [arm_label(r, arms, with_k=p[2] is None) for p in panels for _, r in p[1].iterrows()]
     colors = _colors(labels)
     x = np.asarray(ks, dtype=float)
     for ax, (name, table, k_target) in zip(axes.flat, panels):
         for _, row in table.iterrows():
-            label = _line_label(row, k_target is not None)
+            label = arm_label(row, arms, with_k=k_target is None)
             mean = np.array([row[f"pass_at_{k}_mean"] for k in ks], dtype=float)
             std = np.nan_to_num(np.array([row[f"pass_at_{k}_std"] for k in ks], dtype=float))
             ax.plot(x, mean, marker="o", ms=3, color=colors[label], label=f"{label} ({row['seeds']} seeds)")
@@ -91,19 +87,21 @@ def passk_curves_png(summary: pd.DataFrame, ks: list[int], title: str) -> bytes:
     return _png(fig)
 
 
-def passk_curves_html(summary: pd.DataFrame, ks: list[int], title: str, include_plotlyjs: str | bool = "cdn") -> str:
+def passk_curves_html(
+    summary: pd.DataFrame, arms: list[str], ks: list[int], title: str, include_plotlyjs: str | bool = "cdn"
+) -> str:
     from plotly.subplots import make_subplots
 
-    panels = _curve_panels(summary)
+    panels = _curve_panels(summary, arms)
     rows, cols = _grid(len(panels))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in panels], shared_yaxes=True)
-    labels = [_line_label(r, p[2] is not None) for p in panels for _, r in p[1].iterrows()]
+    labels = [arm_label(r, arms, with_k=p[2] is None) for p in panels for _, r in p[1].iterrows()]
     colors = _colors(labels)
     shown: set[str] = set()
     for index, (_, table, k_target) in enumerate(panels):
         row_i, col_i = index // cols + 1, index % cols + 1
         for _, row in table.iterrows():
-            label = _line_label(row, k_target is not None)
+            label = arm_label(row, arms, with_k=k_target is None)
             mean = [row[f"pass_at_{k}_mean"] for k in ks]
             std = [0.0 if np.isnan(row[f"pass_at_{k}_std"]) else row[f"pass_at_{k}_std"] for k in ks]
             fig.add_scatter(
@@ -121,20 +119,21 @@ def passk_curves_html(summary: pd.DataFrame, ks: list[int], title: str, include_
     return fig.to_html(include_plotlyjs=include_plotlyjs, full_html=True)
 
 
-def _point_label(row: pd.Series) -> str:
-    return f"K={row['K']}" if not row.get("schedule") or row.get("schedule") == "fixed" else describe_schedule(row)
+def _point_label(row: pd.Series, arms: list[str]) -> str:
+    """The recipe minus the method (the colour says it): "K=16", "adaptive K in [1, 64] ...", "ks=[1, 64] ..."."""
+    return arm_label(row, arms).split(" · ", 1)[-1]
 
 
-def _pareto_panels(pareto: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    split = panel_columns(arm_columns(pareto))
+def _pareto_panels(pareto: pd.DataFrame, arms: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    split = panel_columns(arms)
     if not split:
         return [("", pareto)]
     return [(_panel_title(k if isinstance(k, tuple) else (k,), split), rows)
             for k, rows in pareto.groupby(split, sort=True, dropna=False)]
 
 
-def pareto_png(pareto: pd.DataFrame, k_hi: int, title: str) -> bytes:
-    panels = _pareto_panels(pareto)
+def pareto_png(pareto: pd.DataFrame, arms: list[str], k_hi: int, title: str) -> bytes:
+    panels = _pareto_panels(pareto, arms)
     rows, cols = _grid(len(panels))
     fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 4.2 * rows), squeeze=False)
     colors = _colors(pareto["method"])
@@ -143,7 +142,7 @@ def pareto_png(pareto: pd.DataFrame, k_hi: int, title: str) -> bytes:
             ax.errorbar(points["x"], points["y"], xerr=points["x_std"].fillna(0), yerr=points["y_std"].fillna(0),
                         fmt="o", color=colors[method], label=method, capsize=2, ms=5, alpha=0.9)
             for _, point in points.iterrows():
-                ax.annotate(_point_label(point), (point["x"], point["y"]), fontsize=6, xytext=(3, 3),
+                ax.annotate(_point_label(point, arms), (point["x"], point["y"]), fontsize=6, xytext=(3, 3),
                             textcoords="offset points")
         front = table[table["on_front"]].sort_values("x")
         ax.plot(front["x"], front["y"], "k--", linewidth=1, label="Pareto front")
@@ -159,10 +158,12 @@ def pareto_png(pareto: pd.DataFrame, k_hi: int, title: str) -> bytes:
     return _png(fig)
 
 
-def pareto_html(pareto: pd.DataFrame, k_hi: int, title: str, include_plotlyjs: str | bool = "cdn") -> str:
+def pareto_html(
+    pareto: pd.DataFrame, arms: list[str], k_hi: int, title: str, include_plotlyjs: str | bool = "cdn"
+) -> str:
     from plotly.subplots import make_subplots
 
-    panels = _pareto_panels(pareto)
+    panels = _pareto_panels(pareto, arms)
     rows, cols = _grid(len(panels))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in panels])
     colors = _colors(pareto["method"])
@@ -171,7 +172,7 @@ def pareto_html(pareto: pd.DataFrame, k_hi: int, title: str, include_plotlyjs: s
         row_i, col_i = index // cols + 1, index % cols + 1
         for method, points in table.groupby("method", sort=True):
             fig.add_scatter(
-                x=points["x"], y=points["y"], mode="markers+text", text=[_point_label(p) for _, p in points.iterrows()],
+                x=points["x"], y=points["y"], mode="markers+text", text=[_point_label(p, arms) for _, p in points.iterrows()],
                 textposition="top right", name=method, legendgroup=method, showlegend=method not in shown,
                 marker=dict(color=colors[method], size=9),
                 error_x=dict(type="data", array=points["x_std"].fillna(0), visible=True),

@@ -24,6 +24,8 @@ INTEGER_TAGS = ("K", "seed", "n")
 PASS_AT = re.compile(r"^metrics\.eval/pass_at_(\d+)$")
 SUMMARY_TAG = "passk_analysis"  # set on the summary runs `report` writes, so a second analysis does not read them
 SCHEDULE_PARAMS = ("schedule.k_min", "schedule.k_max", "schedule.p_target", "schedule.milestones")
+# Logged params that never make two runs different arms: the seed itself and bookkeeping (cf. checkpoint.run_key).
+IGNORED_PARAMS = re.compile(r"^(seed|.*\.seed|resume|quiet|checkpoint_dir|eval_every|save_every|tracking\..*)$")
 
 
 class AnalysisError(ValueError):
@@ -37,6 +39,7 @@ class Runs:
     frame: pd.DataFrame
     ks: dict[int, str]
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason → run ids left out
+    params: list[str] = field(default_factory=list)  # logged config keys (dotted) that may tell arms apart
 
 
 def pass_at_columns(columns) -> dict[int, str]:
@@ -76,7 +79,8 @@ def tidy(frame: pd.DataFrame, statuses: tuple[str, ...] | None = ("FINISHED",)) 
     """Turn a `mlflow.search_runs` frame into usable runs; raise AnalysisError when none is usable.
 
     Columns of the result: run_id, status, the REQUIRED_TAGS and DESCRIPTIVE_TAGS (K, seed, n as int; absent
-    descriptive tags as ""), the SCHEDULE_PARAMS found, `train/K` when logged, and every `eval/pass_at_{k}` column.
+    descriptive tags as ""), every logged param not in IGNORED_PARAMS nor named like a tag (as text, absent as ""),
+    `train/K` when logged, and every `eval/pass_at_{k}` column.
     """
     skipped: dict[str, list[str]] = {}
     summary = _column(frame, f"tags.{SUMMARY_TAG}").fillna("").astype(str) != ""
@@ -122,15 +126,18 @@ def tidy(frame: pd.DataFrame, statuses: tuple[str, ...] | None = ("FINISHED",)) 
                 out[tag] = out[tag].astype(int)
             except ValueError:
                 raise AnalysisError(f"tag {tag} must be an integer, got {sorted(set(out[tag]))[:5]}") from None
-    for param in SCHEDULE_PARAMS:
-        if f"params.{param}" in frame:
-            out[param] = frame[f"params.{param}"].fillna("").astype(str).to_numpy()
+    tags = set(REQUIRED_TAGS) | set(DESCRIPTIVE_TAGS)
+    params = [c[len("params."):] for c in frame.columns if c.startswith("params.")]
+    params = sorted(p for p in params if p not in tags and not IGNORED_PARAMS.match(p))
+    for param in params:
+        out[param] = frame[f"params.{param}"].fillna("").astype(str).to_numpy()
     if "metrics.train/K" in frame:
         out["train/K"] = frame["metrics.train/K"].to_numpy()
     for k, column in ks.items():
         out[f"eval/pass_at_{k}"] = frame[column].to_numpy(dtype=float)
     ks = {k: f"eval/pass_at_{k}" for k in ks}
-    return Runs(out.sort_values(["method", "K", "seed"], kind="stable").reset_index(drop=True), ks, skipped)
+    out = out.sort_values(["method", "K", "seed"], kind="stable").reset_index(drop=True)
+    return Runs(out, ks, skipped, params)
 
 
 def load_runs(tracking_uri: str, experiment: str, statuses: tuple[str, ...] | None = ("FINISHED",)) -> Runs:

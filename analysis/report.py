@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analysis import figures
 from analysis.load import SUMMARY_TAG, AnalysisError, load_runs
-from analysis.tables import pareto_k, pareto_table, schedule_table, summarize, to_markdown
+from analysis.tables import arm_columns, pareto_k, pareto_table, schedule_table, summarize, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def run_analysis(
     if 1 not in ks:
         raise AnalysisError(f"the runs logged eval/pass_at_k for k = {ks} but not k = 1, which every table needs")
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(runs)
+    summary, arms = summarize(runs), arm_columns(runs)
     header = _header(experiment, tracking_uri, runs, len(summary))
     written: list[Path] = []
 
@@ -87,14 +87,14 @@ def run_analysis(
     write("summary.csv", summary.to_csv(index=False))
     write("summary.md", header + "\n" + to_markdown(summary, ks))
     title = f"{experiment}: final Pass@k (mean ± std over seeds)"
-    write("passk_curves.png", figures.passk_curves_png(summary, ks, title))
-    write("passk_curves.html", figures.passk_curves_html(summary, ks, title, include_plotlyjs))
+    write("passk_curves.png", figures.passk_curves_png(summary, arms, ks, title))
+    write("passk_curves.html", figures.passk_curves_html(summary, arms, ks, title, include_plotlyjs))
     k_hi = pareto_k(ks)
-    pareto = pareto_table(summary, ks, k_hi)
+    pareto = pareto_table(summary, arms, ks, k_hi)
     write("pareto.csv", pareto.drop(columns=[c for c in pareto if c.startswith("pass_at_")]).to_csv(index=False))
     pareto_title = f"{experiment}: Pass@1 vs Pass@{k_hi} (front: no arm is better on both)"
-    write("pareto.png", figures.pareto_png(pareto, k_hi, pareto_title))
-    write("pareto.html", figures.pareto_html(pareto, k_hi, pareto_title, include_plotlyjs))
+    write("pareto.png", figures.pareto_png(pareto, arms, k_hi, pareto_title))
+    write("pareto.html", figures.pareto_html(pareto, arms, k_hi, pareto_title, include_plotlyjs))
     schedules = schedule_table(runs)
     if schedules is not None:
         write("fixed_vs_adaptive.csv", schedules.to_csv(index=False))

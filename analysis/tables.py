@@ -16,21 +16,30 @@ from analysis.load import DESCRIPTIVE_TAGS, SCHEDULE_PARAMS, Runs
 PARETO_K = 64  # the study's "Pass@1 vs Pass@64" front; the largest logged k stands in when 64 is absent
 
 
-def arm_columns(frame: pd.DataFrame) -> list[str]:
-    """["method", "K"] plus each descriptive tag and schedule parameter that varies across `frame`."""
-    varying = [c for c in (*DESCRIPTIVE_TAGS, *SCHEDULE_PARAMS) if c in frame and frame[c].nunique(dropna=False) > 1]
-    return ["method", "K", *varying]
+def arm_columns(runs: Runs) -> list[str]:
+    """["method", "K"], each descriptive tag that varies, and each logged param that still varies among runs sharing
+    those tags (e.g. passk_multi's weights, the synthetic task's digits): everything that tells arms apart."""
+    frame = runs.frame
+    tags = ["method", "K", *(t for t in DESCRIPTIVE_TAGS if frame[t].nunique(dropna=False) > 1)]
+    grouped = frame.groupby(tags, sort=False, dropna=False)
+    params = [p for p in runs.params if (grouped[p].nunique(dropna=False) > 1).any()]
+    return [*tags, *params]
+
+
+def is_line_column(column: str) -> bool:
+    """Columns that tell apart the lines of one panel (the training recipe); the others split panels."""
+    return column in ("method", "K", "schedule", "regularizer") or column.startswith(("method.", "schedule.", "regularizer."))
 
 
 def panel_columns(arms: list[str]) -> list[str]:
-    """The arm columns that split figures into panels: what is neither the method, K, nor the K schedule."""
-    return [c for c in arms if c not in ("method", "K", "schedule", *SCHEDULE_PARAMS)]
+    """The arm columns that split figures into panels: model, benchmark, n, scale, ... (not the recipe)."""
+    return [c for c in arms if not is_line_column(c)]
 
 
 def summarize(runs: Runs) -> pd.DataFrame:
     """One row per arm: the arm columns, `seeds` (number of runs) and `pass_at_{k}_mean` / `pass_at_{k}_std` for
     every logged k. A k a run did not log (n_eval < k) is left out of that run's statistics, not counted as 0."""
-    arms = arm_columns(runs.frame)
+    arms = arm_columns(runs)
     grouped = runs.frame.groupby(arms, sort=True, dropna=False)
     table = grouped["seed"].nunique().rename("seeds").to_frame()
     for k, column in runs.ks.items():
@@ -51,7 +60,7 @@ def pareto_k(ks: list[int]) -> int:
     return PARETO_K if PARETO_K in ks else max(ks)
 
 
-def pareto_table(summary: pd.DataFrame, ks: list[int], k_hi: int | None = None) -> pd.DataFrame:
+def pareto_table(summary: pd.DataFrame, arms: list[str], ks: list[int], k_hi: int | None = None) -> pd.DataFrame:
     """The summary rows with Pass@1 and Pass@k_hi means (`x`, `y`) and `on_front`, the front taken within each panel."""
     k_hi = k_hi or pareto_k(ks)
     if 1 not in ks or k_hi not in ks:
@@ -59,7 +68,7 @@ def pareto_table(summary: pd.DataFrame, ks: list[int], k_hi: int | None = None) 
     table = summary.copy()
     table["x"], table["y"] = table["pass_at_1_mean"], table[f"pass_at_{k_hi}_mean"]
     table["x_std"], table["y_std"] = table["pass_at_1_std"], table[f"pass_at_{k_hi}_std"]
-    panels = panel_columns(arm_columns(summary))
+    panels = panel_columns(arms)
     table["on_front"] = False
     for _, index in (table.groupby(panels, dropna=False).groups.items() if panels else [(None, table.index)]):
         table.loc[index, "on_front"] = pareto_mask(table.loc[index, "x"], table.loc[index, "y"])
@@ -78,6 +87,20 @@ def describe_schedule(row: pd.Series) -> str:
     return name
 
 
+def arm_label(row: pd.Series, arms: list[str], with_k: bool = True) -> str:
+    """The recipe of an arm in words, e.g. "passk_multi · ks=[1, 64] · weights=[0.5, 0.5] · K=64"."""
+    parts = [str(row["method"])]
+    parts += [f"{c.rsplit('.', 1)[-1]}={row[c]}" for c in arms if c.startswith("method.") and row[c] != ""]
+    if "regularizer" in arms:
+        parts.append(f"regularizer={row['regularizer']}")
+    parts += [f"{c}={row[c]}" for c in arms if c.startswith("regularizer.") and row[c] != ""]
+    if "schedule" in arms or any(c.startswith("schedule.") for c in arms):
+        parts.append(describe_schedule(row))
+    elif with_k:
+        parts.append(f"K={row['K']}")
+    return " · ".join(parts)
+
+
 def schedule_table(runs: Runs) -> pd.DataFrame | None:
     """Phase 3's fixed-vs-adaptive table: one row per arm with its K schedule in words, the mean final `train/K`
     (the K the schedule had reached), and mean ± std of every final Pass@k. None when only one schedule is present
@@ -86,7 +109,7 @@ def schedule_table(runs: Runs) -> pd.DataFrame | None:
     schedules = set(frame["schedule"]) - {""}
     if len(schedules) < 2 and not (frame["phase"] == "phase3").any():
         return None
-    columns = [*arm_columns(frame), *(c for c in ("schedule", *SCHEDULE_PARAMS) if c in frame)]
+    columns = [*arm_columns(runs), *(c for c in ("schedule", *SCHEDULE_PARAMS) if c in frame)]
     columns = list(dict.fromkeys(columns))
     grouped = frame.groupby(columns, sort=True, dropna=False)
     table = grouped["seed"].nunique().rename("seeds").to_frame().reset_index()

@@ -174,3 +174,23 @@ def test_cli_exit_status_and_message(store, tmp_path, capsys):
     assert cli_main(["--tracking-uri", uri, "--experiment", "study", "--out", str(tmp_path / "o"), "--no-mlflow-log"]) == 0
     assert "1 runs in 1 arms" in capsys.readouterr().out
     assert (tmp_path / "o" / "pareto.png").exists()
+
+
+def test_runs_differing_in_a_logged_param_are_separate_arms_but_seed_bookkeeping_is_not(store, tmp_path):
+    uri, client, experiment_id = store
+    for seed in (0, 1):
+        bookkeeping = {"seed": str(seed), "tracking.run_name": f"run-s{seed}", "checkpoint_dir": f"/c/{seed}",
+                       "benchmark.seed": str(seed)}
+        for weights, value in (("null", 0.3), ("[0.5, 0.5]", 0.4)):
+            log_run(client, experiment_id, harness_tags("passk_multi", 64, seed, phase="phase2"), {1: value, 64: 0.9},
+                    params={**bookkeeping, "method.params.weights": weights, "method.name": "passk_multi"})
+        log_run(client, experiment_id, harness_tags("grpo", 64, seed, phase="phase2"), {1: 0.5, 64: 0.8},
+                params={**bookkeeping, "method.params.std_ddof": "0", "method.name": "grpo"})
+    runs = load_runs(uri, "study")
+    summary = summarize(runs)
+    assert list(summary.columns[:4]) == ["method", "K", "method.params.weights", "seeds"]
+    assert summary[["method", "method.params.weights", "seeds", "pass_at_1_mean"]].values.tolist() == [
+        ["grpo", "", 2, 0.5], ["passk_multi", "[0.5, 0.5]", 2, 0.4], ["passk_multi", "null", 2, 0.3]]
+    report = run_analysis(uri, "study", tmp_path / "out", log_to_mlflow=False)
+    assert report.arms == 3
+    assert "weights=[0.5, 0.5]" in (tmp_path / "out" / "passk_curves.html").read_text()
