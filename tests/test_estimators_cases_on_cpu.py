@@ -229,3 +229,41 @@ def test_biased_k_state_matches_the_loop_over_several_batches():
             want = loop_advantages("biased_k", r, 3, p_hat=p_hat, state=loop_state)
             assert close(got, want), (p_hat, step)
             assert state.p == pytest.approx(loop_state["p"], abs=1e-15)
+
+
+# ----------------------------------------------------------------------------------------- fast paths, extremes
+def test_pkpo_binary_count_tables_equal_the_sorting_path():
+    from passk_exp.estimators.pkpo import _pkpo_sorted
+
+    r = BIN_ROWS
+    n = r.shape[1]
+    for k in range(1, n + 1):
+        assert close(compute_advantages("pkpo", r, k), _pkpo_sorted(r, k, "none"))
+        loo = _pkpo_sorted(r, k, "loo" if k <= n - 1 else "none")
+        assert close(compute_advantages("pkpo_loo", r, k), loo)
+        loo1 = _pkpo_sorted(r, k, "loo_minus_one" if k >= 2 else "none")
+        assert close(compute_advantages("pkpo_loo_minus_one", r, k), loo1)
+        # On 0/1 rewards W's recommended estimator is exactly U's reinforce_k.
+        assert close(compute_advantages("pkpo_loo_minus_one", r, k), compute_advantages("reinforce_k", r, k))
+
+
+@pytest.mark.parametrize("dtype, big, tiny", [(torch.float32, 1e30, 1e-30), (F64, 1e200, 1e-200)])
+def test_grpo_keeps_the_spread_of_rewards_near_the_float_limits(dtype, big, tiny):
+    base = torch.tensor([[1.0, 0.0, 0.0, 3.0]], dtype=F64)
+    want = compute_advantages("grpo", base, 1, eps=0.0)
+    for scale in (big, tiny):
+        got = compute_advantages("grpo", (base * scale).to(dtype), 1, eps=0.0)
+        assert got.dtype == dtype and torch.isfinite(got).all()
+        tol = 1e-6 if dtype == torch.float32 else 1e-12
+        assert torch.allclose(got.double(), want, rtol=tol, atol=tol)
+
+
+def test_fast_reward_checks_never_reject_valid_rewards():
+    huge = torch.full((2, 3), 3e38, dtype=torch.float32)  # the sum overflows: the exact check must accept them
+    huge[0, 0] = -3e38
+    assert torch.isfinite(compute_advantages("rloo", huge.double(), 1)).all()
+    compute_advantages("reinforce", huge, 1)
+    tiny = torch.tensor([[5e-324, 0.0], [1.0, 1.0 - 2**-53]], dtype=F64)  # in [0, 1] but not binary
+    with pytest.raises(ValueError, match="needs binary"):
+        compute_advantages("rloo_k", tiny, 1)
+    assert torch.isfinite(compute_advantages("skew_r", tiny, 1)).all()

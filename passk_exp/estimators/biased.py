@@ -147,4 +147,4 @@ def biased_k(
             )
         estimate = state.update(rewards, prompt_ids).to(rewards.dtype)
     a_base = grpo_normalised(rewards, std_ddof, eps)[0] if base == "grpo" else rloo(rewards, k)
-    return plug_in_weight(estimate, k, k_factor) * a_base
+    return a_base.mul_(plug_in_weight(estimate, k, k_factor))

@@ -43,7 +43,7 @@ def grpo_k(rewards: Tensor, k: int, *, k_factor: bool = True, std_ddof: int = 0,
     Population surrogate (U App. C.1, Eq. 34): F(p) = K·B(p; ½, K−½) = K∫₀^p (1−t)^{K−1}/√(t(1−t)) dt (divided by K
     when k_factor=False). K = 1 gives grpo; K = 2 with k_factor=False tends to skew_r as n → ∞.
     """
-    return loo_weights(rewards, k, k_factor) * grpo_normalised(rewards, std_ddof, eps)[0]
+    return loo_weights(rewards, k, k_factor).mul_(grpo_normalised(rewards, std_ddof, eps)[0])
 
 
 @register("wk25", rewards="binary", needs_k_le_n=True)

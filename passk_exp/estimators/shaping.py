@@ -43,7 +43,7 @@ def passk_mix(
         a_passk = passk_shaping(rewards, k, eps=eps)
     else:
         a_passk = loo_weights(rewards, k, k_factor=False) * a_grpo
-    return (1 - mean) * a_grpo + mean * a_passk
+    return a_grpo.mul_(1 - mean).add_(a_passk.mul_(mean))
 
 
 @register("skew_r", rewards="unit", needs_k_le_n=False, uses_k=False)
@@ -54,7 +54,7 @@ def skew_r(rewards: Tensor, k: int, *, std_ddof: int = 0, eps: float = 1e-6) -> 
     same (1 − p) weight at the sampler: use one or the other, never both (spec §4).
     """
     a_grpo, mean = grpo_normalised(rewards, std_ddof, eps)
-    return (1 - mean) * a_grpo
+    return a_grpo.mul_(1 - mean)
 
 
 @register("entropy_reg", rewards="unit", needs_k_le_n=False, uses_k=False)
@@ -71,4 +71,4 @@ def entropy_reg(
     inside = (mean > 0) & (mean < 1)
     p = torch.where(inside, mean, torch.full_like(mean, 0.5))
     omega = 1 + lam * torch.sqrt(p * (1 - p)) * (torch.log1p(-p) - torch.log(p))
-    return torch.where(inside, omega, torch.ones_like(omega)) * a_grpo
+    return a_grpo.mul_(torch.where(inside, omega, torch.ones_like(omega)))

@@ -59,7 +59,7 @@ def forward_advantage(rewards: Tensor, omega: Tensor, name: str = "surrogate") -
     A non-finite ω on a row that is not constant raises ValueError naming the row's r̄ (never a NaN out).
     """
     dev, mean = centred(rewards)
-    const = (dev == 0).all(dim=-1)
+    const = (dev == 0).all(dim=-1)  # exact: centred() gives exact zeros on constant rows
     omega = torch.where(const, torch.zeros_like(omega), omega)
     bad = ~torch.isfinite(omega)
     if bool(bad.any()):

@@ -50,7 +50,7 @@ def count_table(kind: str, n: int, k: int, flag: object = None) -> tuple[tuple[f
     one when c = n) are 0. Each entry is one ratio of exact integers over a common denominator, rounded once
     (Python's int / int is correctly rounded), which is exact where Fractions would be and ~10× faster at n = 1024.
     """
-    kinds = ("loo_weights", "reinforce_k", "rloo_k", "shaping", "wk25")
+    kinds = ("loo_weights", "pkpo_loo", "reinforce_k", "rloo_k", "shaping", "wk25")
     if kind not in kinds:
         raise ValueError(f"table kind={kind!r} is not one of {list(kinds)}")
     scale = k if flag is True else 1
@@ -69,11 +69,29 @@ def count_table(kind: str, n: int, k: int, flag: object = None) -> tuple[tuple[f
             p, q = float(scale), scale * (den - w_neg) / den
         elif kind == "loo_weights":  # K·w⁺ and K·w⁻, for grpo_k
             p, q = scale * w_pos / den, scale * w_neg / den
+        elif kind == "pkpo_loo":  # W Eq. 29 on 0/1 rewards (k ≤ n − 1), see _pkpo_loo_entry
+            p, q = _pkpo_loo_entry(n, c, k)
         else:  # C's analytic shaping (U Eq. 19), see shaping.py
             p, q = _shaping_entry(n, c, k, float(flag), w_neg, den)  # type: ignore[arg-type]
         pos.append(p if c >= 1 else 0.0)
         neg.append(q + 0.0 if c <= n - 1 else 0.0)  # + 0.0 turns −0.0 into +0.0
     return tuple(pos), tuple(neg)
+
+
+def _pkpo_loo_entry(n: int, c: int, k: int) -> tuple[float, float]:
+    """pkpo_loo on 0/1 rewards: n·s_i − nk/(n−1)·pass@k(others), with n·s_i = k (correct) or k·pass@(k−1)(n−1, c).
+
+    The others hold c − 1 correct (correct sample) or c (wrong one); D1 = C(n−1, k), D0 = C(n−1, k−1):
+    A⁺ = [k(n−1)·D1 − nk·(D1 − C(n−c, k))] / ((n−1)·D1),
+    A⁻ = [k(n−1)·D1·(D0 − C(n−1−c, k−1)) − nk·D0·(D1 − C(n−1−c, k))] / ((n−1)·D0·D1).
+    """
+    d1, d0 = binom(n - 1, k), binom(n - 1, k - 1)
+    pos = (k * (n - 1) * d1 - n * k * (d1 - binom(n - c, k))) / ((n - 1) * d1) if c >= 1 else 0.0
+    neg = 0.0
+    if c <= n - 1:
+        num = k * (n - 1) * d1 * (d0 - binom(n - 1 - c, k - 1)) - n * k * d0 * (d1 - binom(n - 1 - c, k))
+        neg = num / ((n - 1) * d0 * d1)
+    return pos, neg
 
 
 def _shaping_entry(n: int, c: int, k: int, eps: float, w_neg: int, w_den: int) -> tuple[float, float]:
