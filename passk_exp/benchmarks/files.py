@@ -118,7 +118,9 @@ class FileBenchmark(Benchmark):
 
     def _field(self, row: dict[str, Any], key: str, where: str) -> str:
         if key not in row or row[key] is None:
-            raise ValueError(f"{where}: row has no {key!r} field (fields: {sorted(row)}); set the matching *_field option")
+            raise ValueError(
+                f"{where}: row has no {key!r} field (fields: {sorted(row)}); set the matching *_field option"
+            )
         return str(row[key])
 
     def _records(self, split: str) -> list[Record]:

