@@ -55,6 +55,17 @@ def test_hand_cases_for_the_grpo_family():
     assert close(adv("grpo", [[1, 0, 0, 0]], 1, std_ddof=1, eps=0.0), [[1.5, -0.5, -0.5, -0.5]])  # σ = 1/2
 
 
+def test_unconfirmed_defaults_passk_mix_orientation_and_passk_multi_plug_in():
+    row = [[1, 0, 0, 0]]  # r̄ = 1/4: weight 3/4 on A^GRPO and 1/4 on A^PassK (spec §4, UNCONFIRMED orientation)
+    for variant, passk in (("shaping", adv("passk_shaping", row, 2)), ("direct", adv("grpo_k", row, 2, k_factor=False))):
+        assert close(adv("passk_mix", row, 2, variant=variant), 0.75 * adv("grpo", row, 2) + 0.25 * passk)
+    # k > n falls back to the plug-in k(1 − r̄)^{k−1}·A^RLOO (spec §8); k ≤ n terms are rloo_k with the k factor.
+    alpha = 8 * 0.75**7
+    assert close(adv("passk_multi", row, 1, ks=[8]), alpha * adv("rloo", row, 1))
+    both = adv("passk_multi", row, 1, ks=[2, 8], weights=[0.3, 0.7])
+    assert close(both, 0.3 * adv("rloo_k", row, 2) + 0.7 * alpha * adv("rloo", row, 1))
+
+
 def test_pkpo_edge_cases_from_the_spec():
     g = [[0.2, 0.9, 0.5]]
     assert close(adv("pkpo_loo_minus_one", g, 3), [[0.0, 3 * (0.9 - 0.5), 0.0]])  # n·(max g − max g_{−i})

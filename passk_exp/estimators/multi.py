@@ -45,6 +45,7 @@ def passk_multi(
     """A = Σ_k w_k·A^(k) over `ks` (default 1, 4, 16, 64), w_k = 1/len(ks) unless `weights` is given. Ignores `k`.
 
     Surrogate F = Σ_k w_k·(1 − (1 − p)^k). Binary rewards, n ≥ 2; k > n is allowed (biased plug-in term).
+    UNCONFIRMED (N gives only J): the estimator itself, the k > n fallback and the uniform default weights.
     [B, n] → [B, n].
     """
     ks_t = tuple(int(x) for x in ks)

@@ -45,8 +45,8 @@ def loo_fail_ratio(n: int, c: int, k: int, correct: bool) -> Fraction:
 def count_table(kind: str, n: int, k: int, flag: object = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(value for a correct sample, value for a wrong one) for each c = 0..n, for the count-only binary estimators.
 
-    kind: 'reinforce_k' | 'rloo_k' | 'wk25' | 'loo_weights' | 'shaping'. `flag` is the estimator's scalar option
-    (k_factor for the first four, eps for 'shaping'). Entries that cannot occur (a correct sample when c = 0, a wrong
+    kind: 'reinforce_k' | 'rloo_k' | 'wk25' | 'loo_weights' | 'shaping' | 'pkpo_loo'. `flag` is the estimator's scalar
+    option (k_factor for the first four, eps for 'shaping', unused for 'pkpo_loo'). Entries that cannot occur (a correct sample when c = 0, a wrong
     one when c = n) are 0. Each entry is one ratio of exact integers over a common denominator, rounded once
     (Python's int / int is correctly rounded), which is exact where Fractions would be and ~10× faster at n = 1024.
     """
