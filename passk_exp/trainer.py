@@ -333,6 +333,15 @@ class Trainer:
             "train/clip_fraction": totals["clip"],
             "train/trained_groups": float(len(groups)),
         }
+        if not micro_batches:
+            # Nothing trained this step: measure the policy's entropy on a few groups anyway, so the metric is
+            # never missing (a no-grad forward, cheap next to the update it replaces).
+            sub = batch.select(torch.arange(min(cfg.micro_batch_groups, batch.groups)))
+            tensors = [t.to(device) for t in (sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.completion_mask)]
+            with torch.no_grad(), autocast(self.precision, device):
+                stats = self._logprobs(self.model, tensors, with_entropy=True)
+            totals["entropy"] = float((stats.entropy.float() * tensors[3]).sum())
+            totals["entropy_tokens"] = float(tensors[3].sum())
         if totals["entropy_tokens"]:
             metrics["train/entropy"] = totals["entropy"] / totals["entropy_tokens"]
         if self.ref_model is not None:
