@@ -16,6 +16,15 @@ SMOLLM2 = {"name": "smollm2_135m", "source": "gguf_package", "gguf_package": "ll
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads were ~10x slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def smollm2():
     return load_policy({**SMOLLM2, "trainable_layers": 4}, seed=0)
@@ -54,9 +63,10 @@ def test_converted_weights_are_the_dequantized_gguf_tensors(smollm2):
         ("blk.29.attn_v.weight", model.model.layers[29].self_attn.v_proj.weight),
         ("token_embd.weight", model.model.embed_tokens.weight),
     ):
-        t = tensors[gguf_name]
-        expected = dequantize(t.data, t.tensor_type).reshape(weight.shape)
-        np.testing.assert_array_equal(weight.detach().numpy(), expected.astype(np.float32), err_msg=gguf_name)
+        t = tensors[gguf_name]  # data: one row of quantized blocks per output row; the first 64 rows suffice
+        expected = dequantize(t.data[:64], t.tensor_type).astype(np.float32)
+        np.testing.assert_array_equal(weight[:64].detach().numpy(), expected, err_msg=gguf_name)
+        assert weight.shape == (t.data.shape[0], expected.shape[1]), gguf_name
 
 
 def _greedy(model, tokenizer, question: str, max_new_tokens: int = 12) -> str:

@@ -21,6 +21,15 @@ MODEL_CONFIGS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
 TINY = {"name": "tiny", "source": "tiny", "tokenizer_from": "smollm2_135m", "trainable_layers": None}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads were ~10x slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def model_config(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / f"{name}.yaml"))
 

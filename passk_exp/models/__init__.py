@@ -165,10 +165,11 @@ def validate_model_config(cfg: Mapping) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def _tokenizer_location(cfg: dict[str, Any]) -> str:
+def _source_location(cfg: dict[str, Any]) -> str:
     if cfg["source"] == "gguf_package":
         return str(gguf_tokenizer_dir(cfg))
-    return str(Path(cfg["path"]).expanduser()) if cfg["source"] == "local" else cfg["path"]
+    directory = Path(cfg["path"]).expanduser()
+    return str(directory) if cfg["source"] == "local" or directory.is_dir() else cfg["path"]  # else a hub id
 
 
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -192,7 +193,7 @@ def _build_tiny(cfg: dict[str, Any], seed: int) -> tuple[PreTrainedModel, PreTra
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     parent = _model_config_file(cfg.get("tokenizer_from") or DEFAULT_TOKENIZER_FROM)
-    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(_tokenizer_location(parent)))
+    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(_source_location(parent)))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         tie_word_embeddings=True,  # as in SmolLM2: the embedding is most of the parameters, do not double it
@@ -220,7 +221,7 @@ def load_policy(
     if cfg["source"] == "tiny":
         model, tokenizer = _build_tiny(cfg, seed)
     else:
-        where = str(gguf_model_dir(cfg)) if cfg["source"] == "gguf_package" else _tokenizer_location(cfg)
+        where = str(gguf_model_dir(cfg)) if cfg["source"] == "gguf_package" else _source_location(cfg)
         tokenizer = _prepare_tokenizer(_from_hub_or_dir(lambda: AutoTokenizer.from_pretrained(where), where))
         model = _from_hub_or_dir(lambda: AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32), where)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
