@@ -261,3 +261,30 @@ def test_program_builder_appends_tests_and_check():
     program = program_for(meta, "    return x + 1\n", chat=False, stops=CODEX_STOPS)
     assert program.startswith("def f(x):\n    return x + 1\n") and program.rstrip().endswith("check(f)")
     assert run(program).passed
+
+
+@needs_root
+def test_without_root_the_sandbox_degrades_with_warnings_instead_of_crashing():
+    """Run the sandbox from an unprivileged process (the system interpreter: this venv's lives in /root)."""
+    import json
+    import subprocess
+
+    system_python = Path("/usr/bin/python3")
+    if not system_python.exists():
+        pytest.skip("no system python3 an unprivileged user can run")
+    code = (
+        "import json\nfrom passk_exp.benchmarks.sandbox import SandboxLimits, run_program\n"
+        "limits = SandboxLimits(timeout_s=2.0)\n"
+        "ok = run_program('assert sum([1, 2]) == 3\\n', limits)\n"
+        "bad = run_program('import os\\nos._exit(0)\\n', limits)\n"
+        "print(json.dumps([ok.passed, bad.passed, ok.isolation]))\n"
+    )
+    result = subprocess.run(
+        [str(system_python), "-c", code], user="nobody", group="nogroup", extra_groups=[], cwd="/",
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    passed, exit_passed, isolation = json.loads(result.stdout.strip().splitlines()[-1])
+    assert passed and not exit_passed
+    assert any("not root" in warning for warning in isolation["warnings"])
+    assert isolation["cleanup"] == "process group" and isolation["rlimits"]["RLIMIT_NPROC"] >= 2

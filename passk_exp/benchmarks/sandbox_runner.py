@@ -150,6 +150,7 @@ def isolate(header, report):
     else:
         report["uid"] = os.getuid()
         report["warnings"].append("not root: no privilege drop, the process cap counts all of this user's processes")
+        report["warnings"].append("not root: no mount namespace, files are protected by permissions only")
     # No setuid binary can hand privileges back; a dead parent takes this process with it.
     _call(libc.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     _call(libc.prctl, PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
