@@ -104,18 +104,20 @@ def _identity(user: str) -> tuple[int, int, bool]:
 
 
 def _pids_of(uid: int) -> list[int]:
-    """Live (non-zombie) processes whose real uid is `uid`."""
+    """Live (non-zombie) processes running as `uid` (the owner of /proc/<pid> is the process's effective uid; no
+    sandbox process can change its uids: no_new_privs, no capabilities)."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/status") as handle:
-                status = handle.read()
-        except OSError:
+            if entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]  # the command name may hold spaces or ")"
+        except (OSError, IndexError):
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields.get("Uid", "-1 0").split()[0]) == uid and not fields.get("State", "").strip().startswith("Z"):
+        if state != "Z":
             pids.append(int(entry.name))
     return pids
 
