@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from passk_exp.estimators.registry import register
-from passk_exp.estimators.tables import as_tensor, count_table
+from passk_exp.estimators.tables import as_tensor
 
 
 def centred(rewards: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,11 +85,6 @@ def by_count(rewards: Tensor, table: tuple[tuple[float, ...], tuple[float, ...]]
     pos, neg = (as_tensor(t, rewards) for t in table)
     c = count_correct(rewards)
     return (1 - rewards).mul_(neg[c].unsqueeze(-1)).addcmul_(rewards, pos[c].unsqueeze(-1))
-
-
-def loo_weights(rewards: Tensor, k: int, k_factor: bool) -> Tensor:
-    """K·w_i [B, n] (w⁺ for a correct sample, w⁻ for a wrong one; U Eq. 14), K dropped when k_factor is False."""
-    return by_count(rewards, count_table("loo_weights", rewards.shape[-1], k, bool(k_factor)))
 
 
 @register("reinforce", rewards="real", needs_k_le_n=False, uses_k=False)

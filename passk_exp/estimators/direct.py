@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from passk_exp.estimators.baselines import by_count, grpo_normalised, loo_weights
+from passk_exp.estimators.baselines import by_count
 from passk_exp.estimators.registry import register
-from passk_exp.estimators.tables import count_table
+from passk_exp.estimators.tables import count_table, grpo_family_table
 
 
 @register("reinforce_k", rewards="binary", needs_k_le_n=True)
@@ -43,7 +43,8 @@ def grpo_k(rewards: Tensor, k: int, *, k_factor: bool = True, std_ddof: int = 0,
     Population surrogate (U App. C.1, Eq. 34): F(p) = K·B(p; ½, K−½) = K∫₀^p (1−t)^{K−1}/√(t(1−t)) dt (divided by K
     when k_factor=False). K = 1 gives grpo; K = 2 with k_factor=False tends to skew_r as n → ∞.
     """
-    return loo_weights(rewards, k, k_factor).mul_(grpo_normalised(rewards, std_ddof, eps)[0])
+    # On 0/1 rewards A^GRPO takes two values per row, so the product is one exact count table (tables.py).
+    return by_count(rewards, grpo_family_table(rewards.shape[-1], k, bool(k_factor), int(std_ddof), float(eps)))
 
 
 @register("wk25", rewards="binary", needs_k_le_n=True)

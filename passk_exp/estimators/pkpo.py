@@ -3,7 +3,7 @@
 s_i = S(i, k, [n]) = (1/C(n,k))·Σ_{|I|=k, i∈I} max_{j∈I} g_j. Sorted ascending (1-indexed),
 s_(i) = [C(i−1, k−1)·g_(i) + Σ_{j>i} C(j−2, k−2)·g_(j)] / C(n, k) (W Eq. 19–21). W's gradient is Σ_i s_i ∇log p(x_i),
 so under the spec's scale ĝ = (1/n) Σ_i A_i ∇log π_i the advantage is A_i = n·s_i (W's transformed reward is A/n).
-One sort per row, exact weight tables (tables.py) and one or two cumulative sums give O(n log n) per row, with no
+One sort per row, exact weight tables (tables.py) and one cumulative sum give O(n log n) per row, with no
 loop; ties do not matter because S is defined on sets. On 0/1 rewards every variant depends only on (n, c, r_i), so
 it gathers from an exact count table instead of sorting (pkpo = wk25, pkpo_loo_minus_one = reinforce_k there). Any finite real reward, 1 ≤ k ≤ n. What this file leaves out: W's
 per-token credit assignment and the k-annealing schedule (schedules.py).
@@ -21,20 +21,6 @@ from passk_exp.estimators.tables import as_tensor, count_table, pkpo_weights
 from passk_exp.estimators.validation import is_binary
 
 
-def _exclusive_suffix_sum(x: Tensor) -> Tensor:
-    """Σ_{j>i} x_j along the last dim (shifted reverse cumsum: no subtraction, so no cancellation)."""
-    out = torch.zeros_like(x)
-    out[:, :-1] = x.flip(-1).cumsum(-1).flip(-1)[:, 1:]
-    return out
-
-
-def _exclusive_prefix_sum(x: Tensor) -> Tensor:
-    """Σ_{j<i} x_j along the last dim."""
-    out = torch.zeros_like(x)
-    out[:, 1:] = x.cumsum(-1)[:, :-1]
-    return out
-
-
 def _argsort_rows(x: Tensor) -> Tensor:
     """Ascending order of each row, [B, n] int64. Ties may come in any order (S is defined on sets).
 
@@ -47,19 +33,19 @@ def _argsort_rows(x: Tensor) -> Tensor:
 
 
 def _pkpo_sorted(rewards: Tensor, k: int, baseline: str) -> Tensor:
-    """A for one PKPO variant: sort each row, A_(i) = head_i·g_(i) + Σ_{j>i} tail_j·g_(j) − Σ_{j<i} before_j·g_(j)
-    with exact weights (tables.pkpo_weights), then scatter back to the input order. [B, n] → [B, n]."""
+    """A for one PKPO variant, [B, n] → [B, n]: sort each row, then with the exact weights of tables.pkpo_weights
+
+        A_(i) = c1_i·g_(i) + Σ_j tail_j·g_(j) − cumsum(c2·g)_(i),
+
+    and scatter back to the input order. One cumulative sum and one matrix-vector product per batch, in place.
+    """
     order = _argsort_rows(rewards)
     g = rewards.gather(-1, order)
-    head, tail, before = (as_tensor(t, g) for t in pkpo_weights(g.shape[-1], k, baseline))
-    out = head * g
-    if k >= 2 or baseline != "none":
-        out = out + _exclusive_suffix_sum(tail * g)
-    if baseline != "none":
-        out = out - _exclusive_prefix_sum(before * g)
+    c1, c2, tail = (as_tensor(t, g) for t in pkpo_weights(g.shape[-1], k, baseline))
+    out = (g * c2).cumsum_(-1).neg_().add_((g @ tail).unsqueeze(-1)).addcmul_(g, c1)
     if baseline == "loo_minus_one":
         # A constant row gives 0 in exact arithmetic; the float sums agree only up to rounding, so force it.
-        out = out * (g[:, :1] != g[:, -1:]).to(out.dtype)
+        out.mul_((g[:, :1] != g[:, -1:]).to(out.dtype))
     return torch.empty_like(out).scatter_(-1, order, out)
 
 

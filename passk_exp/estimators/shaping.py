@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from passk_exp.estimators.baselines import by_count, grpo_normalised, loo_weights
+from passk_exp.estimators.baselines import by_count, grpo_normalised
 from passk_exp.estimators.registry import register
-from passk_exp.estimators.tables import count_table
+from passk_exp.estimators.tables import count_table, grpo_family_table
 
 
 @register("passk_shaping", rewards="binary", needs_k_le_n=True)
@@ -38,12 +38,8 @@ def passk_mix(
     unless r̄ is small; it is the spec's default and the only choice here. No closed-form surrogate; as n → ∞ the
     weight on ∇p tends to (1−p)·F′_grpo + p·F′_PassK. K = 1 gives grpo (with std_ddof = 0 for 'shaping').
     """
-    a_grpo, mean = grpo_normalised(rewards, std_ddof, eps)
-    if variant == "shaping":
-        a_passk = passk_shaping(rewards, k, eps=eps)
-    else:
-        a_passk = loo_weights(rewards, k, k_factor=False) * a_grpo
-    return a_grpo.mul_(1 - mean).add_(a_passk.mul_(mean))
+    # Every term depends only on (n, c, r_i) on 0/1 rewards: one exact count table (tables.py).
+    return by_count(rewards, grpo_family_table(rewards.shape[-1], k, False, int(std_ddof), float(eps), variant))
 
 
 @register("skew_r", rewards="unit", needs_k_le_n=False, uses_k=False)

@@ -12,6 +12,7 @@ Names follow the spec (shared/spec/methods.md §0, §1, §6): w⁺ / w⁻ are th
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from functools import lru_cache
 from math import comb
@@ -111,6 +112,39 @@ def _shaping_entry(n: int, c: int, k: int, eps: float, w_neg: int, w_den: int) -
 
 
 @lru_cache(maxsize=1024)
+def grpo_family_table(
+    n: int, k: int, k_factor: bool, std_ddof: int, eps: float, mix: str | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Count tables for grpo_k (U Eq. 17) and, with `mix`, passk_mix (U Eq. 24–25), on 0/1 rewards.
+
+    On a binary row with c correct, A^GRPO takes two values: (n−c)/n/(σ+ε) (correct) and −(c/n)/(σ+ε) (wrong), with
+    σ² = c(n−c)/(n(n − std_ddof)); constant rows (c ∈ {0, n}) and n − std_ddof < 1 give 0. grpo_k multiplies by K·w±
+    (K dropped when k_factor is False). passk_mix ('shaping' or 'direct') is (1 − c/n)·A^GRPO + (c/n)·A^PassK with
+    A^PassK the passk_shaping table or grpo_k without the K factor. One table lookup then replaces two [B, n] passes.
+    """
+    pos: list[float] = []
+    neg: list[float] = []
+    w_pos, w_neg = count_table("loo_weights", n, k, bool(k_factor) and mix is None)
+    if mix == "shaping":
+        s_pos, s_neg = count_table("shaping", n, k, float(eps))
+    for c in range(n + 1):
+        if c in (0, n) or n - std_ddof < 1:
+            pos.append(0.0)
+            neg.append(0.0)
+            continue
+        inv = 1.0 / (math.sqrt(c * (n - c) / (n * (n - std_ddof))) + eps)
+        g_pos, g_neg = (n - c) / n * inv, -(c / n) * inv
+        if mix is None:
+            pos.append(w_pos[c] * g_pos)
+            neg.append(w_neg[c] * g_neg)
+            continue
+        a_pos, a_neg = (s_pos[c], s_neg[c]) if mix == "shaping" else (w_pos[c] * g_pos, w_neg[c] * g_neg)
+        pos.append((n - c) / n * g_pos + c / n * a_pos)
+        neg.append((n - c) / n * g_neg + c / n * a_neg)
+    return tuple(pos), tuple(neg)
+
+
+@lru_cache(maxsize=1024)
 def pass_at_k_by_count(n: int, k: int) -> tuple[float, ...]:
     """ρ̂_k(n, c) = 1 − C(n−c, k)/C(n, k) for c = 0..n, correctly rounded (W Eq. 3)."""
     total = binom(n, k)
@@ -126,30 +160,30 @@ def order_weights(n: int, k: int) -> tuple[float, ...]:
 
 @lru_cache(maxsize=1024)
 def pkpo_weights(n: int, k: int, baseline: str) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """(head, tail, before) for sorted positions j = 1..n, so that in ascending order (W Eq. 19–21, 29, 33)
+    """(c1, c2, tail) for sorted positions j = 1..n such that, in ascending order (W Eq. 19–21, 29, 33),
 
-        A_(i) = head_i·g_(i) + Σ_{j>i} tail_j·g_(j) − Σ_{j<i} before_j·g_(j).
+        A_(i) = c1_i·g_(i) + Σ_j tail_j·g_(j) − Σ_{j≤i} c2_j·g_(j)     (one cumulative sum per row).
 
-    n·s_(i) has head = n·C(i−1, k−1)/C(n,k) and tail = n·C(j−2, k−2)/C(n,k) (W Eq. 21). A leave-one-out baseline
-    λ·ρ^(g)(g_{−i}, k') drops sorted position i, which shifts every later sample down one place:
-    ρ^(g)(g_{−i}, k') = [Σ_{j<i} C(j−1, k'−1)·g_(j) + Σ_{j>i} C(j−2, k'−1)·g_(j)] / C(n−1, k'). So the baseline adds
-    before_j = λ·C(j−1, k'−1)/C(n−1, k') and subtracts λ·C(j−2, k'−1)/C(n−1, k') from tail_j; each weight is one exact
-    rational, rounded once. baseline: 'none' (pkpo), 'loo' (λ = nk/(n−1), k' = k; W Eq. 29) or 'loo_minus_one'
-    (λ = k, k' = k − 1; W Eq. 33–34).
+    This is A_(i) = head_i·g_(i) + Σ_{j>i} tail_j·g_(j) − Σ_{j<i} before_j·g_(j) regrouped, with c1 = head + before and
+    c2 = tail + before. n·s_(i) has head = n·C(i−1, k−1)/C(n,k) and tail = n·C(j−2, k−2)/C(n,k) (W Eq. 21). A
+    leave-one-out baseline λ·ρ^(g)(g_{−i}, k') drops sorted position i, which shifts every later sample down a place:
+    ρ^(g)(g_{−i}, k') = [Σ_{j<i} C(j−1, k'−1)·g_(j) + Σ_{j>i} C(j−2, k'−1)·g_(j)] / C(n−1, k'); so before_j =
+    λ·C(j−1, k'−1)/C(n−1, k') and λ·C(j−2, k'−1)/C(n−1, k') comes off tail_j. baseline: 'none' (pkpo), 'loo' (λ = nk/(n−1), k' = k; W Eq. 29) or 'loo_minus_one'
+    (λ = k, k' = k − 1; W Eq. 33–34). Each weight is one exact rational, rounded once.
     """
     total = binom(n, k)
-    head = [n * binom(j - 1, k - 1) / total for j in range(1, n + 1)]
+    js = range(1, n + 1)
     if baseline == "none":
-        tail = [n * binom(j - 2, k - 2) / total for j in range(1, n + 1)]
-        return tuple(head), tuple(tail), (0.0,) * n
+        head = tuple(n * binom(j - 1, k - 1) / total for j in js)
+        tail = tuple(n * binom(j - 2, k - 2) / total for j in js)
+        return head, tail, tail
     lam_num, lam_den, kb = (n * k, n - 1, k) if baseline == "loo" else (k, 1, k - 1)
     sub = binom(n - 1, kb) * lam_den  # λ·C(·, k'−1)/C(n−1, k') = lam_num·C(·, k'−1) / sub
-    before = [lam_num * binom(j - 1, kb - 1) / sub for j in range(1, n + 1)]
-    tail = [
-        (n * binom(j - 2, k - 2) * sub - lam_num * binom(j - 2, kb - 1) * total) / (total * sub)
-        for j in range(1, n + 1)
-    ]
-    return tuple(head), tuple(tail), tuple(before)
+    den = total * sub
+    c1 = tuple((n * binom(j - 1, k - 1) * sub + lam_num * binom(j - 1, kb - 1) * total) / den for j in js)
+    tail_num = [n * binom(j - 2, k - 2) * sub - lam_num * binom(j - 2, kb - 1) * total for j in js]
+    c2 = tuple((t + lam_num * binom(j - 1, kb - 1) * total) / den for j, t in zip(js, tail_num))
+    return c1, c2, tuple(t / den for t in tail_num)
 
 
 _TENSORS: dict[tuple, tuple[tuple[float, ...], Tensor]] = {}
