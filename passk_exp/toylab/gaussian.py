@@ -1,4 +1,5 @@
-"""The continuous-reward toy for PKPO's max@k estimators: a Gaussian policy per problem rewarded by closeness to a target.
+"""The continuous-reward toy for PKPO's max@k estimators: a Gaussian policy per problem, rewarded by closeness to a
+target.
 
 Problem x has a target t_x; the policy draws y ~ N(μ_x, σ_x²) with parameters θ_x = (μ_x, log σ_x), and the reward is
 g(y) = exp(−(y − t_x)²/2) ∈ (0, 1] (the reward's width is the unit of length). max@k(x) = E[max of k iid rewards]

@@ -33,7 +33,7 @@ UNBIASED_METHODS = ("reinforce", "rloo", "reinforce_k", "rloo_k", "wk25", "pkpo"
 
 @dataclass(frozen=True)
 class Target:
-    """F(p) (binary toy) or scale·max@k (continuous toy). `weight` is F′(p); `value` is None where F has no closed form."""
+    """F(p) (binary toy) or scale·max@k (continuous toy). `weight` is F′(p); `value` is None without a closed form."""
 
     label: str
     weight: Fn | None = None

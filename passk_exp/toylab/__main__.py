@@ -1,0 +1,3 @@
+from passk_exp.toylab.cli import main
+
+main()
