@@ -110,6 +110,7 @@ class Benchmark(ABC):
     def __init__(self, options: PromptOptions) -> None:
         self.options = options
         self._cache: dict[str, list[Problem]] = {}
+        self._shot_records: Optional[list[Record]] = None
 
     # -- problems -------------------------------------------------------------------------------------------------
     @abstractmethod
@@ -152,7 +153,9 @@ class Benchmark(ABC):
         return self._records("train")
 
     def _shots(self, record: Record) -> list[tuple[str, str]]:
-        pool = [r for r in self._shot_pool() if r.id != record.id and r.question != record.question]
+        if self._shot_records is None:
+            self._shot_records = self._shot_pool()
+        pool = [r for r in self._shot_records if r.id != record.id and r.question != record.question]
         if len(pool) < self.options.few_shot:
             raise ValueError(
                 f"{self.name}: few_shot={self.options.few_shot} but only {len(pool)} other train problems exist"
