@@ -4,7 +4,9 @@ Every verifier is a module-level function `fn(*args) -> float` (picklable by ref
 one reward per item in order. An exception inside the verifier, a value outside [0, 1] (NaN included), a worker process
 that dies, or a batch that overruns its deadline gives 0.0 for the items concerned and one `logging` warning naming
 them; the caller's training step goes on. Workers are started with "spawn" (forking a process that holds torch
-threads is unsafe) on the first call and kept until `close()`. What each verifier checks is not this file's business.
+threads is unsafe) on the first call and kept until `close()`; spawn re-imports the main script, so a script that
+scores with workers > 0 needs the usual `if __name__ == "__main__":` guard (`python -m passk_exp`, pytest and notebooks
+need nothing). What each verifier checks is not this file's business.
 """
 
 from __future__ import annotations
