@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from passk_exp.config import ConfigError, register_schema, validate_config
-from passk_exp.paths import conf_dir
+from passk_exp.paths import conf_dir, register_sweeps_search_path
 
 log = logging.getLogger("passk_exp")
 register_schema()
@@ -67,6 +67,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    register_sweeps_search_path()  # `+sweep=...` from any working directory (paths.register_sweeps_search_path)
     _hydra_main()
 
 

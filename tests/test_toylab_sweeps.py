@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from passk_exp import estimators
+from passk_exp.config import ConfigError
 from passk_exp.paths import conf_dir, sweeps_dir
 from passk_exp.toylab.cli import run
 from passk_exp.toylab.config import register_toylab_schema, validate_toylab_config
@@ -152,3 +153,28 @@ def test_a_bad_override_exits_with_status_2_and_one_line(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("passk-exp toylab: error: K=100 > n=64")
+
+
+def test_an_unknown_group_is_an_error_not_a_silent_default_run():
+    # A `+group=option` whose group Hydra cannot find (`+toylab=phase1` without sweeps/ on the search path, a misspelt
+    # group) is added as a plain key; validation must refuse it rather than run the default config.
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) toylab_phase=phase1"):
+        validate_toylab_config(_compose(["+toylab_phase=phase1"]))
+
+
+def test_the_phase_configs_resolve_from_any_working_directory(tmp_path):
+    # Without the checkout on sys.path (an installed passk_exp run from a scratch directory, where MLflow's store should
+    # land), Hydra's plugin scan may miss hydra_plugins.passk_exp_searchpath (setuptools' editable install lists it
+    # nowhere): `+toylab=estimators` then silently ran a default training run instead of the diagnostics.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    probe = subprocess.run([sys.executable, "-c", "import passk_exp"], cwd=tmp_path, env=env, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("passk_exp is not installed: it only imports with the checkout on PYTHONPATH")
+    for module, group in (("passk_exp.toylab", "+toylab=estimators"), ("passk_exp", "+sweep=phase1")):
+        done = subprocess.run(
+            [sys.executable, "-m", module, group, "--cfg", "job"], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = done.stdout.splitlines()
+        assert ("task: diagnose" if module == "passk_exp.toylab" else "phase: phase1") in lines, done.stdout[:2000]

@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from passk_exp.config import ConfigError
-from passk_exp.paths import conf_dir
+from passk_exp.paths import conf_dir, register_sweeps_search_path
 from passk_exp.toylab.config import register_toylab_schema, validate_toylab_config
 
 log = logging.getLogger("passk_exp.toylab")
@@ -154,6 +154,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    register_sweeps_search_path()  # `+toylab=...` from any working directory (paths.register_sweeps_search_path)
     _hydra_main()
 
 

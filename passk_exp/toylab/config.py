@@ -5,7 +5,7 @@ same one-line ConfigError, in a toy run as in an LLM run. What this file leaves 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -90,6 +90,11 @@ def register_toylab_schema() -> None:
 
 def validate_toylab_config(cfg: DictConfig) -> ToylabSchema:
     """Schema, then the harness's method / schedule / regularizer checks, then the population (built once)."""
+    # `+group=option` with no config group of that name is added by Hydra as a plain key (struct mode lets `+` add
+    # keys), and the run would silently be a default one: `+toylab=phase1` without sweeps/ on the search path.
+    unknown = sorted(set(cfg) - {f.name for f in fields(ToylabSchema)})
+    _check(not unknown, f"unknown top-level key(s) {', '.join(f'{k}={cfg[k]}' for k in unknown)}: no config group of "
+           "that name on Hydra's search path (toy-lab experiments are sweeps/toylab/*.yaml: +toylab=phase1)")
     try:
         typed = OmegaConf.to_object(cfg)
     except ConfigError:
