@@ -14,12 +14,20 @@ import torch
 
 from passk_exp.estimators import compute_advantages
 
-torch.set_default_dtype(torch.float64)
-
-LOGITS = torch.tensor([0.3, -0.2, 0.5, -0.6])
-BINARY = torch.tensor([1.0, 0.0, 0.0, 1.0])  # outcomes 0 and 3 are correct
-CONTINUOUS = torch.tensor([0.9, 0.2, 0.2, 0.55])  # a tie between two outcomes
+F64 = torch.float64
+LOGITS = torch.tensor([0.3, -0.2, 0.5, -0.6], dtype=F64)
+BINARY = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=F64)  # outcomes 0 and 3 are correct
+CONTINUOUS = torch.tensor([0.9, 0.2, 0.2, 0.55], dtype=F64)  # a tie between two outcomes
 TOL = 1e-10
+
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """Every tensor of these tests in float64, without leaking the setting into other test modules."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def _enumeration(n: int):

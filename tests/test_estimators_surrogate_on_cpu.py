@@ -7,11 +7,23 @@ import pytest
 import torch
 
 from passk_exp import estimators as E
+from passk_exp.estimators import registry
 from passk_exp.estimators import compute_advantages, from_surrogate, surrogate_omega
 
 F64 = torch.float64
 N = 6
 ROWS = torch.tensor(list(itertools.product([0.0, 1.0], repeat=N)), dtype=F64)  # every binary row, constant ones too
+
+
+@pytest.fixture(autouse=True)
+def restore_registry():
+    """Methods these tests register are gone afterwards, so other modules see only the built-in registry."""
+    tables = (registry.REGISTRY, registry._INFO)
+    saved = [dict(table) for table in tables]
+    yield
+    for table, before in zip(tables, saved):
+        table.clear()
+        table.update(before)
 
 
 def _beta_half(p, k):
