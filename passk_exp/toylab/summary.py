@@ -117,7 +117,8 @@ def final_table(runs: pd.DataFrame, ks: Sequence[int] = KS, metric: str = "pass_
 
 def winners(table: pd.DataFrame, ks: Sequence[int] = KS, metric: str = "pass_at") -> pd.DataFrame:
     """For each method and each k: the K (or schedule) whose arm ends best at {metric}_k, with its margin over the
-    runner-up in standard errors (margins under ~2 are ties at this number of seeds)."""
+    runner-up in standard errors (margins under ~2 are ties at this number of seeds), or as an absolute difference
+    ("abs") where the pair has no standard error (one seed per arm, or seeds that agree exactly)."""
     rows = []
     for (method, benchmark, regularizer), group in table.groupby(["method", "benchmark", "regularizer"]):
         if len(group) < 2:
@@ -130,8 +131,9 @@ def winners(table: pd.DataFrame, ks: Sequence[int] = KS, metric: str = "pass_at"
             ranked = group.sort_values(col, ascending=False)
             best, second = ranked.iloc[0], ranked.iloc[1]
             se = math.hypot(_nan0(best.get(col + "_se")), _nan0(second.get(col + "_se")))
-            margin = (best[col] - second[col]) / se if se > 0 else float("inf")
-            row[f"best K @{k}"] = f"{best['K']} ({best[col]:.3f}, +{margin:.1f}se)"
+            diff = best[col] - second[col]
+            margin = f"+{diff / se:.1f}se" if se > 0 else f"+{diff:.3f} abs"  # no s.e.: never an infinite margin
+            row[f"best K @{k}"] = f"{best['K']} ({best[col]:.3f}, {margin})"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -157,7 +159,8 @@ def write_summary(runs: pd.DataFrame, out: Path, title: str) -> list[Path]:
     text = [f"# {title}: exact {name}k per arm (mean over seeds, ± s.e.)\n\n", markdown_table(table, cols)]
     won = winners(table, ks, metric)
     if not won.empty:
-        text += [f"\n## Which K wins each {name}k (per method; margin over the runner-up in s.e.)\n\n",
+        text += [f"\n## Which K wins each {name}k (per method; margin over the runner-up in s.e., or as an absolute "
+                 "difference, abs, where there is no s.e.: one seed)\n\n",
                  markdown_table(won, list(won.columns))]
     path = out / f"{title}.md"
     path.write_text("".join(text))
