@@ -150,7 +150,7 @@ def _plot_biased_k(df: pd.DataFrame, path: Path) -> bool:
         for label, group in sub[sub["K"] == k].groupby("label"):
             group = group.sort_values("p")
             ax.errorbar(group["p"].astype(float), group["ratio"], yerr=2 * group["ratio_se"], marker="o", ms=3,
-                        label=label.replace("biased_k", ""))
+                        label=label.replace("biased_k", "") or "(default: base=grpo, p_hat=group)")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
