@@ -24,11 +24,11 @@ def prepare_store(uri: str, experiment: str, attempts: int = 5) -> str:
     Safe against another process doing the same at the same moment: a lost race is retried, not raised."""
     from mlflow.tracking import MlflowClient
 
+    from passk_exp.tracking import experiment_id
+
     for attempt in range(attempts):
         try:
-            client = MlflowClient(tracking_uri=uri)
-            found = client.get_experiment_by_name(experiment)
-            return found.experiment_id if found else client.create_experiment(experiment)
+            return experiment_id(MlflowClient(tracking_uri=uri), uri, experiment)
         except Exception as error:  # noqa: BLE001 - sqlalchemy, sqlite and REST errors all mean "retry once more"
             if attempt == attempts - 1:
                 raise

@@ -31,6 +31,32 @@ def default_tracking_uri(uri: str | None = None) -> str:
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a sqlite store keeps its artifacts: `mlartifacts/` beside the database file.
+
+    MLflow's own default is `./mlruns` under the *current* directory, so runs started from different directories (a
+    test, a sweep job, a notebook) would scatter one store's artifacts. Servers and other stores choose for
+    themselves (None)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+
+
+def experiment_id(client: Any, uri: str, name: str) -> str:
+    """The id of experiment `name`, created (with `artifact_location(uri)`) if the store has none of that name."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
+    except Exception:  # another job of the same sweep created it in between
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """{"train": {"lr": 1e-4}} -> {"train.lr": "0.0001"}; lists become their JSON text."""
     flat: dict[str, str] = {}
@@ -96,9 +122,7 @@ class MlflowTracker:
             self.run_id = run.info.run_id
             log.info("resuming MLflow run %s in %s", run_id, uri)
             return
-        found = self._client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
-        run = self._client.create_run(experiment_id, run_name=run_name)
+        run = self._client.create_run(experiment_id(self._client, uri, experiment), run_name=run_name)
         self.run_id = run.info.run_id
         log.info("MLflow run %s in experiment %r at %s", self.run_id, experiment, uri)
 
