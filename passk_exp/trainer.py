@@ -29,7 +29,7 @@ from passk_exp.k_control import KController
 from passk_exp.logprobs import completion_logprobs, supports_shared_prefix
 from passk_exp.loss import batch_denominator, policy_gradient_loss
 from passk_exp.models import load_policy
-from passk_exp.precision import autocast, resolve_precision
+from passk_exp.precision import autocast, resolve_precision, store_frozen_linears_in_bf16
 from passk_exp.progress import StepProgress
 from passk_exp.regularizers import outcome_entropy_term
 from passk_exp.rollout import make_backend
@@ -84,6 +84,10 @@ class Trainer:
         self.ref_model = None
         if cfg.regularizer.name == "kl":
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if self.precision == "bf16":
+            for frozen in (self.model, self.ref_model):
+                if frozen is not None:
+                    store_frozen_linears_in_bf16(frozen)
         self.backend = make_backend(self.config_dict["rollout"], self.model, self.tokenizer, self.precision)
         self.sampling = SamplingParams(
             max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p
@@ -103,7 +107,9 @@ class Trainer:
         self.eval_history: dict[int, tuple[list[int], list[float]]] = {}
         self.last_eval: dict[str, float] = {}
         self.last_train: dict[str, float] = {}
-        self._already_logged_until = -1
+        # After a resume: the last step already in MLflow, per kind of metric. Train and eval metrics are tracked
+        # apart because a kill can land between a step's train metrics and its evaluation.
+        self._already_logged_until = {"train": -1, "eval": -1}
         self._updating = False
 
     # ----------------------------------------------------------------------------------------------------- set-up
@@ -119,12 +125,11 @@ class Trainer:
             tracker.log_params(flatten(self.config_dict))
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         else:
-            self._already_logged_until = self._last_logged_step(tracker)
+            self._already_logged_until = {
+                "train": tracker.last_step("train/reward_mean"),
+                "eval": tracker.last_step("eval/reward_mean"),
+            }
         return tracker
-
-    @staticmethod
-    def _last_logged_step(tracker: MlflowTracker) -> int:
-        return tracker.last_step("train/reward_mean")
 
     def _restore(self) -> str | None:
         if not self.cfg.resume:
@@ -202,8 +207,8 @@ class Trainer:
         every = self.cfg.save_every
         return self.step == self.cfg.steps or (every > 0 and self.step % every == 0)
 
-    def _log(self, tracker, metrics: dict[str, float]) -> None:
-        if self.step > self._already_logged_until:  # after a resume, steps already in MLflow are not logged twice
+    def _log(self, tracker, metrics: dict[str, float], kind: str = "train") -> None:
+        if self.step > self._already_logged_until[kind]:  # after a resume, steps already in MLflow are not logged twice
             tracker.log_metrics(metrics, step=self.step)
 
     def _evaluate(self, tracker) -> None:
@@ -212,7 +217,7 @@ class Trainer:
         result.metrics["eval/time_s"] = time.perf_counter() - started
         self.last_eval = result.metrics
         self.eval_history[self.step] = (result.ks, result.pass_at)
-        self._log(tracker, result.metrics)
+        self._log(tracker, result.metrics, kind="eval")
         title = f"{self.method} K={self.cfg.K} on {self.cfg.benchmark.name}"
         log_figure_files(
             tracker,

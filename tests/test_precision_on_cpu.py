@@ -69,3 +69,31 @@ def test_autocast_resolves_auto_and_rejects_bad_values(monkeypatch):
         assert (torch.randn(2, 2) @ torch.randn(2, 2)).dtype == torch.float32
     with pytest.raises(ValueError, match="precision='half'"):
         autocast("half", "cpu")
+
+
+def test_frozen_linears_in_bf16_compute_the_same_numbers_under_autocast():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from passk_exp.models import apply_trainable_layers
+    from passk_exp.precision import store_frozen_linears_in_bf16
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True)  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    apply_trainable_layers(model, 1)
+    ids = torch.randint(0, 97, (3, 11))
+    with torch.no_grad(), autocast("bf16", "cpu"):
+        before = model(input_ids=ids).logits.float()
+
+    changed = store_frozen_linears_in_bf16(model)
+
+    assert changed == 2 * 7  # q, k, v, o, gate, up, down of the two frozen decoder layers
+    for name, param in model.named_parameters():
+        frozen_linear = not param.requires_grad and param.dim() == 2 and "embed" not in name
+        assert param.dtype == (torch.bfloat16 if frozen_linear else torch.float32), name
+    assert model.get_input_embeddings().weight.dtype == torch.float32  # tied to the LM head: left alone
+    with torch.no_grad(), autocast("bf16", "cpu"):
+        after = model(input_ids=ids).logits.float()
+    assert torch.equal(before, after)
+    assert store_frozen_linears_in_bf16(model) == 0  # idempotent

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessorList
 
 from passk_exp.precision import autocast
 from passk_exp.rollout.base import (
@@ -18,6 +18,7 @@ from passk_exp.rollout.base import (
     completion_mask_until_eos,
     encode_prompts,
 )
+from passk_exp.rollout.sampling import InverseCdfSampler
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:
@@ -51,15 +52,15 @@ class HFRollout:
         repeated_mask = prompt_mask.repeat_interleave(n, dim=0)
         # A fresh config so that nothing from the checkpoint's generation_config (top_k=50, repetition penalties)
         # silently changes the sampling distribution that Pass@k is estimated under.
+        # Sampling itself is the InverseCdfSampler's (rollout/sampling.py: same distribution, much cheaper on CPU than
+        # the multinomial of do_sample=True), so generate runs greedy and takes the one token left finite.
         config = GenerationConfig(
-            do_sample=True,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=0,
+            do_sample=False,
             max_new_tokens=sampling.max_new_tokens,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids,
         )
+        sampler = LogitsProcessorList([InverseCdfSampler(sampling.temperature, sampling.top_p)])
         was_training = self.model.training
         self.model.eval()
         chunks = []
@@ -68,7 +69,9 @@ class HFRollout:
                 ids = repeated_ids[start : start + self.batch_size].to(device)
                 mask = repeated_mask[start : start + self.batch_size].to(device)
                 with autocast(self.precision, device):
-                    out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                    out = self.model.generate(
+                        input_ids=ids, attention_mask=mask, generation_config=config, logits_processor=sampler
+                    )
                 chunks.append(out[:, ids.shape[1] :].cpu())
         finally:
             self.model.train(was_training)
