@@ -68,7 +68,7 @@ def harness_benchmark() -> Any:
 
 
 # --------------------------------------------------------------------------------------------------- TRL child
-def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path) -> None:
+def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path, matched_checkpointing: bool) -> None:
     """Train TRL's GRPOTrainer for warmup + steps optimizer steps and write the per-step times to `out`."""
     import torch
     from datasets import Dataset
@@ -133,8 +133,8 @@ def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path) ->
             learning_rate=LR,
             lr_scheduler_type="constant",  # the harness's schedule=fixed
             # GRPOConfig turns checkpointing on by default; the harness's trl_parity job runs without it, and
-            # leaving it on would charge TRL a recompute the harness does not pay.
-            activation_checkpointing=False,
+            # leaving it on would charge TRL a recompute the harness does not pay (--trl-defaults keeps it on).
+            activation_checkpointing=not matched_checkpointing,
             shuffle_dataset=False,
             report_to="none",
             logging_steps=1,
@@ -184,12 +184,13 @@ def run_child(command: list[str], threads: int, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def measure(precision: str, steps: int, warmup: int, threads: int, workdir: Path) -> dict[str, dict]:
+def measure(precision: str, steps: int, warmup: int, threads: int, workdir: Path, trl_defaults: bool) -> dict[str, dict]:
     """Run TRL, then passk-exp, each in its own process; returns their JSON records."""
     trl_json, ours_json = workdir / f"trl_{precision}.json", workdir / f"passk_{precision}.json"
     trl = run_child(
         [sys.executable, __file__, "--side", "trl", "--precision", precision, "--steps", str(steps),
-         "--warmup", str(warmup), "--threads", str(threads), "--json", str(trl_json)],
+         "--warmup", str(warmup), "--threads", str(threads), "--json", str(trl_json),
+         *(["--trl-defaults"] if trl_defaults else [])],
         threads, trl_json,
     )  # fmt: skip
     ours = run_child(
@@ -227,7 +228,8 @@ def header(steps: int, warmup: int, threads: int) -> str:
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"load average {os.getloadavg()[0]:.1f} at the end; {datetime.date.today().isoformat()}; {versions}, "
         f"Python {platform.python_version()}; {threads} torch threads on both sides; median of {steps} steps after "
-        f"{warmup} warm-up step(s)."
+        f"{warmup} warm-up step(s); TRL gradient checkpointing "
+        f"{'on (its default)' if '--trl-defaults' in sys.argv else 'off (matched to the harness)'}."
     )
 
 
@@ -270,6 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for both sides")
     parser.add_argument("--markdown", type=Path, default=None, help="also append the table to this file")
+    parser.add_argument(
+        "--trl-defaults",
+        action="store_true",
+        help="leave TRL's own default of gradient checkpointing on (as GRPOConfig ships it) instead of matching the "
+        "harness, which runs without it",
+    )
     parser.add_argument("--side", choices=["trl"], default=None, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)
@@ -278,13 +286,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--steps must be >= 1 and --warmup >= 0")
 
     if args.side == "trl":
-        run_trl(args.steps, args.warmup, args.precision, args.threads, args.json)
+        run_trl(args.steps, args.warmup, args.precision, args.threads, args.json, not args.trl_defaults)
         return
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     harness_model_dir()  # build the one-off GGUF conversion here, outside either side's timing and peak RSS
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as workdir:
-        results = {p: measure(p, args.steps, args.warmup, args.threads, Path(workdir)) for p in args.precisions}
+        results = {
+            p: measure(p, args.steps, args.warmup, args.threads, Path(workdir), args.trl_defaults)
+            for p in args.precisions
+        }
     report = "\n\n".join([header(args.steps, args.warmup, args.threads), table(results), phase_note(results)])
     print(report)
     if args.markdown:
