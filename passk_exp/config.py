@@ -47,7 +47,7 @@ class TrainConfig:
     clip_eps: float = 0.2
     loss_agg: str = "constant"
     shared_prefix: bool = True
-    token_chunk: int = 1024
+    token_chunk: int = 2048
     skip_uninformative: bool = True
 
     def __post_init__(self) -> None:

@@ -153,7 +153,7 @@ def completion_logprobs(
     completion_mask: Tensor,
     *,
     shared_prefix: bool = True,
-    token_chunk: int = 1024,
+    token_chunk: int = 2048,
     with_entropy: bool = False,
 ) -> TokenStats:
     """log pi(y_t | x, y_<t) for every completion token: prompts [G, P] (left-padded, mask 1 = real), completions
