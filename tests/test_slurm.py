@@ -113,7 +113,7 @@ def test_a_requeued_job_resumes_its_checkpoint_and_continues_its_own_mlflow_run(
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "sweep"
-    steps = 30
+    steps = 150  # long enough (~0.1 s a tiny step) that the job is still running when the requeue lands
     process = _launch([*TINY_JOB, f"steps={steps}", "K=1", "seed=0", "eval_every=0", "save_every=1",
                        f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}"], tmp_path, slurm)
     checkpoint = sweep_dir / "0" / "checkpoints" / "last.pt"
