@@ -45,6 +45,10 @@ def train_and_evaluate(cfg: DictConfig) -> dict[str, float]:
     from passk_exp.trainer import Trainer
 
     log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.quiet:  # transformers' own bars (weight loading) would otherwise fill job logs
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     return Trainer(cfg).run()
 
 
