@@ -39,15 +39,13 @@ TINY_SHAPE = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, nu
 
 
 def export_tokenizer(target: Path) -> None:
-    from omegaconf import OmegaConf
+    """Copy the embedded model's tokenizer (the harness's cached save_pretrained directory) to `target`."""
+    import shutil
 
+    from passk_exp.models import model_config
     from passk_exp.models.gguf import gguf_tokenizer_dir
-    from passk_exp.paths import conf_dir
 
-    cfg = OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / "smollm2_135m.yaml"))
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(gguf_tokenizer_dir(cfg)).save_pretrained(target)
+    shutil.copytree(gguf_tokenizer_dir(model_config("smollm2_135m")), target, dirs_exist_ok=True)
 
 
 def build_random_model(tokenizer_dir: Path, shape: dict, target: Path, seed: int = 0) -> Path:

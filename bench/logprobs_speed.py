@@ -17,11 +17,9 @@ import statistics
 import time
 
 import torch
-from omegaconf import OmegaConf
 
 from passk_exp.logprobs import completion_logprobs
-from passk_exp.models import load_policy
-from passk_exp.paths import conf_dir
+from passk_exp.models import load_policy, model_config
 from passk_exp.precision import autocast
 
 QUESTIONS = [
@@ -38,8 +36,7 @@ QUESTIONS = [
 
 def load(device: str):
     """The embedded SmolLM2-135M, fully trainable, through the harness's own loader (and its model cache)."""
-    cfg = OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / "smollm2_135m.yaml"))
-    return load_policy({**cfg, "trainable_layers": None}, device=device)
+    return load_policy({**model_config("smollm2_135m"), "trainable_layers": None}, device=device)
 
 
 def make_batch(tokenizer, groups: int, n: int, tokens: int, seed: int = 0):

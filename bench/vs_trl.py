@@ -47,13 +47,10 @@ def peak_rss_gb() -> float:
 
 def harness_model_dir() -> Path:
     """The fp32 safetensors directory (weights, config, tokenizer with chat template) the harness itself loads."""
-    from omegaconf import OmegaConf
-
+    from passk_exp.models import model_config
     from passk_exp.models.gguf import gguf_model_dir
-    from passk_exp.paths import conf_dir
 
-    cfg = OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / "smollm2_135m.yaml"), resolve=True)
-    return gguf_model_dir(cfg)
+    return gguf_model_dir(model_config("smollm2_135m"))
 
 
 def harness_benchmark() -> Any:

@@ -30,7 +30,7 @@ from passk_exp.models.gguf import gguf_cache_entry, gguf_model_dir, gguf_path, g
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["apply_trainable_layers", "load_policy", "model_cache_dir", "validate_model_config"]
+__all__ = ["apply_trainable_layers", "load_policy", "model_cache_dir", "model_config", "validate_model_config"]
 
 SOURCES = ("gguf_package", "hf", "local", "tiny")
 COMMON_KEYS = {"name", "source", "trainable_layers", "gradient_checkpointing"}
@@ -73,15 +73,16 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _model_config_file(name: Any) -> dict[str, Any]:
-    """Another entry of conf/model/ by name (`tiny` borrows its tokenizer from one)."""
+def model_config(name: Any, key: str = "model") -> dict[str, Any]:
+    """The entry `name` of conf/model/ as a plain dict (`tiny` borrows its tokenizer from one; bench scripts load the
+    embedded model by it); an unknown name raises a one-line ValueError naming `key`."""
     from omegaconf import OmegaConf
 
     from passk_exp.paths import conf_dir
 
     folder = conf_dir() / "model"
     available = sorted(p.stem for p in folder.glob("*.yaml"))
-    _require(name in available, f"model.tokenizer_from={name!r} is not a model config; choose one of {available}")
+    _require(name in available, f"{key}={name!r} is not a model config; choose one of {available}")
     return _plain(OmegaConf.load(folder / f"{name}.yaml"))
 
 
@@ -115,7 +116,7 @@ def _validate_tiny(cfg: dict[str, Any]) -> None:
     _require(heads % kv == 0, f"model.config.num_attention_heads={heads} is not a multiple of num_key_value_heads={kv}")
     _require(hidden % heads == 0, f"model.config.hidden_size={hidden} is not a multiple of num_attention_heads={heads}")
     parent_name = cfg.get("tokenizer_from") or DEFAULT_TOKENIZER_FROM
-    parent = _model_config_file(parent_name)
+    parent = model_config(parent_name, "model.tokenizer_from")
     _require(parent.get("source") != "tiny", f"model.tokenizer_from={parent_name!r} must name a non-tiny model config")
     validate_model_config(parent)
 
@@ -192,7 +193,7 @@ def _from_hub_or_dir(loader: Callable[[], Any], path: str) -> Any:
 def _build_tiny(cfg: dict[str, Any], seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    parent = _model_config_file(cfg.get("tokenizer_from") or DEFAULT_TOKENIZER_FROM)
+    parent = model_config(cfg.get("tokenizer_from") or DEFAULT_TOKENIZER_FROM, "model.tokenizer_from")
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(_source_location(parent)))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
