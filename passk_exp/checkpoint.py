@@ -19,7 +19,9 @@ import torch
 
 CHECKPOINT_FILE = "last.pt"
 # Keys that do not change what a run computes, so changing them still resumes the same run.
-_NOT_IDENTITY = ("resume", "quiet", "steps", "tracking", "checkpoint_dir", "eval_every", "save_every")
+_NOT_IDENTITY = (
+    "resume", "quiet", "steps", "tracking", "checkpoint_dir", "eval_every", "save_every", "keep_freed_memory"
+)
 
 
 def run_key(config: dict[str, Any]) -> str:

@@ -87,6 +87,7 @@ class PasskSchema:
     steps: int = 30
     precision: str = "auto"
     device: str = "auto"
+    keep_freed_memory: bool = True
     eval_every: int = 10
     n_eval: int = 16
     save_every: int = 10

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from passk_exp import estimators
+from passk_exp.allocator import keep_freed_memory
 from passk_exp.benchmarks import load_benchmark
 from passk_exp.checkpoint import load_checkpoint, restore_model, run_key, save_checkpoint, set_rng_state
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
@@ -76,6 +77,8 @@ class Trainer:
         self.eval_problems = self.bench.problems("test")
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
+        if self.device == "cpu" and cfg.keep_freed_memory:
+            keep_freed_memory()
         self.model, self.tokenizer = load_policy(cfg.model, device=self.device, seed=cfg.seed)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         # The fused kernel (CPU and CUDA) updates all parameters in one pass: 0.08 s instead of 0.29 s a step for
