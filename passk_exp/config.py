@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 LOSS_AGGREGATIONS = ("constant", "token_mean", "seq_mean")
+TRAIN_ATTENTION = ("auto", "eager", "sdpa")  # auto: eager on CPU (faster backward), the model's own elsewhere
 SCHEDULE_KEYS = {"fixed": set(), "anneal": {"milestones"}, "adaptive": {"k_min", "k_max", "p_target", "decay"}}
 REGULARIZER_KEYS = {"none": set(), "entropy": {"lam"}, "kl": {"beta"}}
 ROLLOUT_KEYS = {
@@ -49,6 +50,7 @@ class TrainConfig:
     shared_prefix: bool = True
     token_chunk: int = 2048
     skip_uninformative: bool = True
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.prompts_per_step >= 1, f"train.prompts_per_step={self.prompts_per_step} must be >= 1")
@@ -67,6 +69,10 @@ class TrainConfig:
             f"train.loss_agg={self.loss_agg!r} is not one of {list(LOSS_AGGREGATIONS)}",
         )
         _check(self.token_chunk >= 1, f"train.token_chunk={self.token_chunk} must be >= 1")
+        _check(
+            self.attention in TRAIN_ATTENTION,
+            f"train.attention={self.attention!r} is not one of {list(TRAIN_ATTENTION)}",
+        )
 
 
 @dataclass

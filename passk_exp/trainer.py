@@ -27,7 +27,7 @@ from passk_exp.benchmarks import load_benchmark
 from passk_exp.checkpoint import load_checkpoint, restore_model, run_key, save_checkpoint, set_rng_state
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
 from passk_exp.k_control import KController
-from passk_exp.logprobs import completion_logprobs, supports_shared_prefix
+from passk_exp.logprobs import completion_logprobs, supports_shared_prefix, training_attention
 from passk_exp.loss import batch_denominator, policy_gradient_loss
 from passk_exp.models import load_policy
 from passk_exp.precision import autocast, resolve_precision, store_frozen_linears_in_bf16
@@ -266,7 +266,8 @@ class Trainer:
         p_hat = self.k_control.observe(float(rewards.mean()))
         if self.estimator_state is not None and getattr(self.estimator_state, "p", None) is not None:
             p_hat = float(self.estimator_state.p)
-        update = self._update(batch, adv)
+        with training_attention(self.model, self.cfg.train.attention, self.device):
+            update = self._update(batch, adv)
         done = time.perf_counter()
         train_metrics, _, _ = pass_at_k_metrics(rewards.numpy(), "train", self.bench.continuous)
         informative = (rewards.max(dim=1).values != rewards.min(dim=1).values).double().mean()

@@ -55,6 +55,7 @@ def test_design_card_command_line_validates():
         (["schedule=adaptive", "schedule.k_min=8", "schedule.k_max=4"], "k_min=8 > schedule.k_max=4"),
         (["method=biased_k", "method.params.p_hat=median"], "median"),
         (["rollout.temperature=0"], "rollout.temperature=0"),
+        (["train.attention=flash"], "train.attention='flash' is not one of"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(overrides, message):

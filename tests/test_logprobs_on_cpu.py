@@ -231,3 +231,32 @@ def test_real_tokenizer_batch_left_padded_by_the_tokenizer():
     assert float((shared - plain).norm() / plain.norm()) <= 1e-3
     with torch.no_grad():
         torch.testing.assert_close(completion_logprobs(model, *batch).logprobs, reference, atol=1e-4, rtol=0)
+
+
+def test_training_attention_switches_for_the_block_and_restores():
+    from passk_exp.logprobs import training_attention
+
+    model = tiny_llama("sdpa")
+    with training_attention(model, "auto", "cpu"):
+        assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == "sdpa"
+    with training_attention(model, "auto", "cuda"):  # elsewhere auto keeps the model's own kernel
+        assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(RuntimeError, match="inside"):
+        with training_attention(model, "eager", "cpu"):
+            raise RuntimeError("inside")
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_gradients_under_eager_training_attention_equal_sdpa_gradients():
+    from passk_exp.logprobs import training_attention
+
+    batch = ragged_batch()
+    grads = []
+    for choice in ("sdpa", "auto"):
+        model = tiny_llama("sdpa")
+        with training_attention(model, choice, "cpu"):
+            stats = completion_logprobs(model, *batch)
+            (stats.logprobs * torch.linspace(-1, 1, stats.logprobs.numel()).view_as(stats.logprobs)).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-5
