@@ -12,6 +12,7 @@ Both take the tables of `analysis.tables` and do no statistics of their own.
 from __future__ import annotations
 
 import io
+import textwrap
 
 import matplotlib
 
@@ -83,7 +84,7 @@ def passk_curves_png(summary: pd.DataFrame, arms: list[str], ks: list[int], titl
         ax.set_ylabel("final Pass@k")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(textwrap.fill(title, width=int(11 * 4.2 * cols)), fontsize=11)
     return _png(fig)
 
 
@@ -141,9 +142,18 @@ def pareto_png(pareto: pd.DataFrame, arms: list[str], k_hi: int, title: str) -> 
         for method, points in table.groupby("method", sort=True):
             ax.errorbar(points["x"], points["y"], xerr=points["x_std"].fillna(0), yerr=points["y_std"].fillna(0),
                         fmt="o", color=colors[method], label=method, capsize=2, ms=5, alpha=0.9)
-            for _, point in points.iterrows():
-                ax.annotate(_point_label(point, arms), (point["x"], point["y"]), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")
+        # Arms that end on (nearly) the same point, common when Pass@64 takes few values on a small eval set, get
+        # their labels stacked instead of printed over each other.
+        span_x = max(float(table["x"].max() - table["x"].min()), 1e-9)
+        span_y = max(float(table["y"].max() - table["y"].min()), 1e-9)
+        placed: list[tuple[float, float, int]] = []
+        for _, point in table.sort_values(["y", "x"]).iterrows():
+            x, y = float(point["x"]), float(point["y"])
+            near = [level for px, py, level in placed if abs(px - x) < 0.08 * span_x and abs(py - y) < 0.04 * span_y]
+            level = max(near) + 1 if near else 0
+            placed.append((x, y, level))
+            ax.annotate(_point_label(point, arms), (x, y), fontsize=6, xytext=(3, 3 + 7 * level),
+                        textcoords="offset points")
         front = table[table["on_front"]].sort_values("x")
         ax.plot(front["x"], front["y"], "k--", linewidth=1, label="Pareto front")
         ax.scatter(front["x"], front["y"], s=110, facecolors="none", edgecolors="k", linewidths=1)
@@ -154,7 +164,7 @@ def pareto_png(pareto: pd.DataFrame, arms: list[str], k_hi: int, title: str) -> 
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(textwrap.fill(title, width=int(11 * 5.0 * cols)), fontsize=11)
     return _png(fig)
 
 

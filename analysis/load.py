@@ -24,8 +24,12 @@ INTEGER_TAGS = ("K", "seed", "n")
 PASS_AT = re.compile(r"^metrics\.eval/pass_at_(\d+)$")
 SUMMARY_TAG = "passk_analysis"  # set on the summary runs `report` writes, so a second analysis does not read them
 SCHEDULE_PARAMS = ("schedule.k_min", "schedule.k_max", "schedule.p_target", "schedule.milestones")
-# Logged params that never make two runs different arms: the seed itself and bookkeeping (cf. checkpoint.run_key).
-IGNORED_PARAMS = re.compile(r"^(seed|.*\.seed|resume|quiet|checkpoint_dir|eval_every|save_every|tracking\..*)$")
+# Logged params that never make two runs different arms: the seed itself, bookkeeping (cf. checkpoint.run_key) and
+# speed settings that compute the same method (runs logged before a setting existed lack it: still the same arm).
+IGNORED_PARAMS = re.compile(
+    r"^(seed|.*\.seed|resume|quiet|checkpoint_dir|eval_every|save_every|tracking\..*"
+    r"|keep_freed_memory|train\.attention|train\.token_chunk|train\.shared_prefix)$"
+)
 
 
 class AnalysisError(ValueError):

@@ -87,13 +87,18 @@ def describe_schedule(row: pd.Series) -> str:
     return name
 
 
+def _given(value) -> bool:
+    """False for a parameter an arm leaves at its default: logged as "" or "None" (MLflow params are strings)."""
+    return value not in ("", "None", None) and not (isinstance(value, float) and np.isnan(value))
+
+
 def arm_label(row: pd.Series, arms: list[str], with_k: bool = True) -> str:
     """The recipe of an arm in words, e.g. "passk_multi · ks=[1, 64] · weights=[0.5, 0.5] · K=64"."""
     parts = [str(row["method"])]
-    parts += [f"{c.rsplit('.', 1)[-1]}={row[c]}" for c in arms if c.startswith("method.") and row[c] != ""]
+    parts += [f"{c.rsplit('.', 1)[-1]}={row[c]}" for c in arms if c.startswith("method.") and _given(row[c])]
     if "regularizer" in arms:
         parts.append(f"regularizer={row['regularizer']}")
-    parts += [f"{c}={row[c]}" for c in arms if c.startswith("regularizer.") and row[c] != ""]
+    parts += [f"{c}={row[c]}" for c in arms if c.startswith("regularizer.") and _given(row[c])]
     if "schedule" in arms or any(c.startswith("schedule.") for c in arms):
         parts.append(describe_schedule(row))
     elif with_k:
