@@ -84,7 +84,7 @@ def passk_curves_png(summary: pd.DataFrame, arms: list[str], ks: list[int], titl
         ax.set_ylabel("final Pass@k")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(textwrap.fill(title, width=int(11 * 4.2 * cols)), fontsize=11)
+    _suptitle(fig, title)
     return _png(fig)
 
 
@@ -164,7 +164,7 @@ def pareto_png(pareto: pd.DataFrame, arms: list[str], k_hi: int, title: str) -> 
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(textwrap.fill(title, width=int(11 * 5.0 * cols)), fontsize=11)
+    _suptitle(fig, title)
     return _png(fig)
 
 
@@ -200,6 +200,11 @@ def pareto_html(
         fig.update_yaxes(title_text=f"final Pass@{k_hi}", row=row_i, col=col_i)
     fig.update_layout(title=title, height=420 * rows, width=max(600, 520 * cols))
     return fig.to_html(include_plotlyjs=include_plotlyjs, full_html=True)
+
+
+def _suptitle(fig, title: str) -> None:
+    """The figure's title, wrapped to its width (about 11 characters an inch at font size 11)."""
+    fig.suptitle(textwrap.fill(title, width=int(11 * fig.get_figwidth())), fontsize=11)
 
 
 def _png(fig) -> bytes:

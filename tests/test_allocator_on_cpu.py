@@ -10,7 +10,7 @@ import pytest
 
 from passk_exp.allocator import keep_freed_memory
 
-# Run in a child so that the process-wide malloc settings of one case cannot leak into the other (or into other tests).
+# Each case runs in a child process: the malloc settings are process-wide, so the default case must start clean.
 PROBE = textwrap.dedent(
     """
     import json, resource, sys

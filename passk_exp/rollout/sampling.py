@@ -60,15 +60,11 @@ def sample_next_token(
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0 for sampling")
     scaled = logits.float()
-    owned = overwrite_logits or scaled is not logits  # may its buffer be written?
-    if temperature != 1.0:
-        scaled = scaled.div_(temperature) if owned else scaled / temperature
-        owned = True
-    if top_p < 1.0:
-        scaled, owned = nucleus_logits(scaled, top_p), True
+    if scaled is logits and not overwrite_logits:
+        scaled = scaled.clone()  # the caller keeps its logits; everything below works in place on this buffer
+    scaled = nucleus_logits(scaled.div_(temperature) if temperature != 1.0 else scaled, top_p)
     rows, vocab = scaled.shape
-    peak = scaled.amax(dim=-1, keepdim=True)
-    weights = (scaled.sub_(peak) if owned else scaled - peak).exp_()  # in [0, 1]; the most likely token has 1
+    weights = scaled.sub_(scaled.amax(dim=-1, keepdim=True)).exp_()  # in [0, 1]; the most likely token has 1
 
     whole = vocab // _BLOCK * _BLOCK
     block_mass = weights[:, :whole].reshape(rows, -1, _BLOCK).sum(dim=-1)
