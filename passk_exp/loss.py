@@ -1,11 +1,11 @@
 """Token-level policy-gradient loss with PPO-style ratio clipping and the k3 KL penalty (pure tensor math).
 
-The estimators return one advantage per completion (spec §0: ĝ = (1/n) Σ_i A_i ∇log π(y_i|x)); this module spreads it
-over the completion's tokens. With one inner update the ratio is exactly 1 and the gradient is Σ_t A_i ∇log π(y_i,t),
-so the `constant` aggregation (divide by B·n·max_new_tokens, a constant) keeps every estimator's unbiasedness up to the
-learning-rate scale; `token_mean` and `seq_mean` are the common length-normalised variants (they reweight by length).
-Denominators are computed over the whole batch by the caller, so gradient accumulation over micro-batches gives the
-same gradient as one big batch.
+The estimators return one advantage per completion (docs/methods.md §0: ĝ = (1/n) Σ_i A_i ∇log π(y_i|x)); this module
+spreads it over the completion's tokens. With one inner update the ratio is exactly 1 and the gradient is
+Σ_t A_i ∇log π(y_i,t), so the `constant` aggregation (divide by B·n·max_new_tokens, a constant) keeps every estimator's
+unbiasedness up to the learning-rate scale; `token_mean` and `seq_mean` are the common length-normalised variants (they
+reweight by length). Denominators are computed over the whole batch by the caller, so gradient accumulation over
+micro-batches gives the same gradient as one big batch.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Regularizers that act on advantages (pure tensor math); the KL-to-reference penalty acts on the loss (`loss.py`).
 
 `outcome_entropy_term` adds λ·H(p) (binary entropy of the success probability, natural log) to any method's surrogate,
-through the forward-engineering recipe of spec §7: ∇[λH(p)] = λ·ln((1−p)/p)·∇p, with ∇p replaced by the RLOO proxy
+through the recipe of docs/methods.md §7: ∇[λH(p)] = λ·ln((1−p)/p)·∇p, with ∇p replaced by the RLOO proxy
 (1/n)Σ_i (r_i − r̄)∇log π_i and p by r̄. So the term is λ·ln((1−r̄)/r̄)·(r_i − r̄), exactly zero for all-equal groups.
 Added to grpo it reproduces the `entropy_reg` estimator (U Eq. 28); added to other methods it composes the same way.
 """

@@ -1,4 +1,4 @@
-"""K schedules K_t: fixed, PKPO-style piecewise-constant annealing, and N's adaptive K (spec §8). Pure functions.
+"""K schedules K_t: fixed, PKPO-style piecewise-constant annealing, N's adaptive K (docs/methods.md §8). Pure functions.
 
 Each function maps plain numbers to an int K ≥ 1 and raises a one-line ValueError on bad settings. What this file leaves
 out: the state they read (the EMA p_t of the training reward and the step counter live in k_control.py) and the
@@ -27,7 +27,7 @@ def anneal_k(step: int, schedule: Sequence[Sequence[int]]) -> int:
     """Piecewise-constant K (W §5.2.3 / Fig. 3): the k of the last (start_step, k) with start_step ≤ step.
 
     `schedule` lists (start_step, k) pairs with strictly increasing start steps, the first at 0; W's run is
-    [(0, 8), (1500, 1)] with n = 16 and s^(loo−1) (at k = 1 the harness runs rloo, spec §6). Steps are 0-based.
+    [(0, 8), (1500, 1)] with n = 16 and s^(loo−1) (at k = 1 the harness runs rloo, docs/methods.md §6). 0-based steps.
     """
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
         raise ValueError(f"step={step!r} must be an integer >= 0")
@@ -48,7 +48,7 @@ def anneal_k(step: int, schedule: Sequence[Sequence[int]]) -> int:
 
 
 def adaptive_k(p_t: float, k_min: int, k_max: int, p_target: float, n: int | None = None) -> int:
-    """K_t = K_min + (K_max − K_min)·clip(p_t/p_target, 0, 1), rounded half up (floor(x + 0.5)) (N §2, spec §8).
+    """K_t = K_min + (K_max − K_min)·clip(p_t/p_target, 0, 1), rounded half up (N §2; docs/methods.md §8).
 
     Low success p_t gives a small K, high p_t a large K. When `n` is given (methods that need K ≤ n) the result is
     clipped to [1, n]. UNCONFIRMED: N's proposal is untested; p_t is the EMA (decay 0.9) of the training mean reward

@@ -1,4 +1,4 @@
-"""Hand-computed small cases, K = 1 reductions, spec identities, constant rows, brute-force PKPO and loop parity."""
+"""Hand-computed small cases, K = 1 reductions, stated identities, constant rows, brute-force PKPO and loop parity."""
 
 import itertools
 import math
@@ -56,10 +56,10 @@ def test_hand_cases_for_the_grpo_family():
 
 
 def test_unconfirmed_defaults_passk_mix_orientation_and_passk_multi_plug_in():
-    row = [[1, 0, 0, 0]]  # r̄ = 1/4: weight 3/4 on A^GRPO and 1/4 on A^PassK (spec §4, UNCONFIRMED orientation)
+    row = [[1, 0, 0, 0]]  # r̄ = 1/4: weight 3/4 on A^GRPO and 1/4 on A^PassK (docs/methods.md §4; UNCONFIRMED)
     for variant, passk in (("shaping", adv("passk_shaping", row, 2)), ("direct", adv("grpo_k", row, 2, k_factor=False))):
         assert close(adv("passk_mix", row, 2, variant=variant), 0.75 * adv("grpo", row, 2) + 0.25 * passk)
-    # k > n falls back to the plug-in k(1 − r̄)^{k−1}·A^RLOO (spec §8); k ≤ n terms are rloo_k with the k factor.
+    # k > n falls back to the plug-in k(1 − r̄)^{k−1}·A^RLOO (docs/methods.md §8); k ≤ n terms: rloo_k with factor k.
     alpha = 8 * 0.75**7
     assert close(adv("passk_multi", row, 1, ks=[8]), alpha * adv("rloo", row, 1))
     both = adv("passk_multi", row, 1, ks=[2, 8], weights=[0.3, 0.7])
@@ -104,7 +104,7 @@ def test_k1_reductions():
         assert close(compute_advantages("biased_k", r, 1, std_ddof=ddof), g)
     assert close(compute_advantages("passk_shaping", r, 1, eps=0.0), grpo0)
     assert close(compute_advantages("passk_mix", r, 1, eps=0.0), grpo0)
-    # σ_K is always Bernoulli: with ddof 1 passk_shaping at K = 1 is √(n/(n−1))·grpo (spec §0).
+    # σ_K is always Bernoulli: with ddof 1 passk_shaping at K = 1 is √(n/(n−1))·grpo (docs/methods.md §0).
     grpo1 = compute_advantages("grpo", r, 1, std_ddof=1, eps=0.0)
     assert close(compute_advantages("passk_shaping", r, 1, eps=0.0), math.sqrt(5 / 4) * grpo1)
 
@@ -157,7 +157,7 @@ def test_centred_methods_give_exact_zeros_on_constant_rows_also_with_eps_0(metho
     for v in values[reward_domain(method)]:
         for n, k in ((3, 1), (3, 2), (6, 6), (7, 3)):
             if method == "pkpo_loo_minus_one" and k == 1:
-                continue  # K = 1 convention: baseline 0, A = g (spec §6); the harness runs rloo there
+                continue  # K = 1 convention: baseline 0, A = g (docs/methods.md §6); the harness runs rloo there
             out = compute_advantages(method, torch.full((2, n), v, dtype=F64), k, **eps)
             assert torch.equal(out, torch.zeros_like(out)), (method, v, n, k, out)
 

@@ -4,7 +4,7 @@ The policy is a softmax over M = 4 outcomes with fixed logits θ; each outcome c
 ordered samples (n ≤ 6) gives the estimator's expectation exactly, and autograd gives the exact gradient of its
 target, both in float64. Unbiased methods must match to 1e-10 for every k ≤ n. Biased methods depend only on (c, r_i)
 on binary rewards, so E[ĝ] = γ_n(p)·∇p with a binomial sum γ_n; the enumeration confirms that reduction at small n and
-the binomial sum at large n shows convergence to the spec's surrogate F′(p), with the bias that remains.
+the binomial sum at large n shows convergence to the stated surrogate F′(p), with the bias that remains.
 """
 
 import math
@@ -138,7 +138,7 @@ def _rho(p, k):
     return 1 - (1 - p) ** k
 
 
-# Spec §2, §4, §5: F′(p) of each biased method's stated surrogate (passk_mix: the limit of its two terms).
+# docs/methods.md §2, §4, §5: F′(p) of each biased method's stated surrogate (passk_mix: the limit of its two terms).
 SURROGATE_SLOPES = {
     "grpo": (dict(eps=0.0), lambda p, k: 1 / math.sqrt(p * (1 - p))),
     "grpo_k": (dict(eps=0.0), lambda p, k: k * (1 - p) ** (k - 1) / math.sqrt(p * (1 - p))),

@@ -1,4 +1,4 @@
-"""from_surrogate (spec §7): the spec's table of surrogates reproduces its hand-written methods through autograd."""
+"""from_surrogate (docs/methods.md §7): its table of surrogates reproduces its hand-written methods through autograd."""
 
 import itertools
 import math

@@ -1,4 +1,4 @@
-"""K schedules: fixed, piecewise-constant annealing (PKPO) and adaptive K (spec §8)."""
+"""K schedules: fixed, piecewise-constant annealing (PKPO) and adaptive K (docs/methods.md §8)."""
 
 import pytest
 

@@ -1,6 +1,6 @@
 """Estimator diagnostics against exact gradients: unbiased methods' Monte-Carlo means within 4 standard errors of the
 exact gradient (fixed seeds, 20k groups), exact enumeration equal to the objective's derivative, and the biased methods
-measurably biased where the spec says they are (so these tests can fail)."""
+measurably biased where docs/methods.md says they are (so these tests can fail)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _coordinate_z(pop, method, k, n, params=None, replicates=20000, seed=0):
 
 @pytest.mark.parametrize("method,k,n", UNBIASED_BINARY)
 def test_unbiased_binary_estimators_match_the_exact_gradient(method, k, n):
-    params = {"ks": [1, 2, 8]} if method == "passk_multi" else None  # every k <= n: the unbiased regime (spec §8)
+    params = {"ks": [1, 2, 8]} if method == "passk_multi" else None  # every k <= n: unbiased (docs/methods.md §8)
     pop = ladder([0.05, 0.3, 0.7])
     z, exact = _coordinate_z(pop, method, k, n, params)
     assert float(exact.abs().max()) > 1e-3  # a gradient worth estimating
@@ -68,8 +68,8 @@ def test_unbiased_estimators_match_the_exact_max_at_k_gradient(method, k):
         ("passk_shaping", 4, None, 0.1),
         ("passk_mix", 4, None, 0.1),
         ("biased_k", 4, None, 0.1),
-        ("biased_k", 4, {"base": "rloo"}, 0.1),  # plug-in K(1−r̄)^{K−1}: biased for Pass@K at finite n (spec §5)
-        ("passk_multi", 1, None, 0.01),  # ks contain 64 > n = 16: the plug-in fallback is biased (spec §8)
+        ("biased_k", 4, {"base": "rloo"}, 0.1),  # plug-in K(1−r̄)^{K−1}: biased at finite n (docs/methods.md §5)
+        ("passk_multi", 1, None, 0.01),  # ks contain 64 > n = 16: the plug-in fallback is biased (docs/methods.md §8)
     ],
 )
 def test_biased_estimators_are_measurably_biased_for_their_pass_at_k_objective(method, k, params, p):
@@ -84,8 +84,8 @@ def test_biased_estimators_are_measurably_biased_for_their_pass_at_k_objective(m
                         ("biased_k", 4, None), ("entropy_reg", 1, {"lam": 0.3}), ("passk_mix", 4, None)],
 )
 def test_biased_estimators_approach_their_stated_surrogate_only_as_n_grows(method, k, params):
-    """Spec §2–§5: the stated surrogates are population (n → ∞) limits. At n = 1024 the exact expected gradient is
-    within 1% of the surrogate's; at n = 8 it is off, by at least 5x more."""
+    """docs/methods.md §2–§5: the stated surrogates are population (n → ∞) limits. At n = 1024 the exact expected
+    gradient is within 1% of the surrogate's; at n = 8 it is off, by at least 5x more."""
     p = torch.tensor([0.3], dtype=torch.float64)
     sur = surrogate(method, k, params)
     big = float(exact_scale(method, k, 1024, params, p) / sur.weight(p))
@@ -101,8 +101,8 @@ def test_monte_carlo_matches_enumeration_for_a_biased_method():
 
 
 def test_global_and_ema_p_hat_misdirect_the_population_gradient():
-    """Spec §5: with p_hat ema/global one α multiplies every prompt, so across problems of different difficulty the
-    expected gradient is no longer along ∇ mean Pass@K; the per-group plug-in (base rloo) stays close to it."""
+    """docs/methods.md §5: with p_hat ema/global one α multiplies all prompts, so across problems of unequal difficulty
+    the expected gradient is no longer along ∇ mean Pass@K; the per-group plug-in (base rloo) stays close to it."""
     pop = ladder([0.02, 0.1, 0.3, 0.6])
     group = diagnose(pop, "biased_k", 8, 16, {"base": "rloo"}, replicates=8000, seed=0)
     for p_hat in ("ema", "global"):
@@ -118,6 +118,6 @@ def test_saturated_targets_are_flagged_not_divided_by_zero():
 
 
 def test_passk_shaping_gives_no_gradient_at_k_equal_n():
-    """Spec §4: σ_K = 0 whenever n − c < K, so at K = n every group with a correct sample gets A = 0."""
+    """docs/methods.md §4: σ_K = 0 whenever n − c < K, so at K = n every group with a correct sample gets A = 0."""
     row = diagnose(ladder([0.1]), "passk_shaping", 16, 16, None, replicates=2000, seed=0)
     assert row["zero_frac"] == 1.0 and row["exact_ratio"] == 0.0

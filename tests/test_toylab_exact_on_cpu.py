@@ -125,7 +125,7 @@ def test_kl_is_zero_at_the_reference_and_its_gradient_matches_finite_differences
 def test_incomplete_beta_surrogate_reduces_to_the_spec_identities():
     p = torch.linspace(0.01, 0.99, 23, dtype=torch.float64)
     assert torch.allclose(incomplete_beta_k(p, 1), 2 * torch.asin(torch.sqrt(p)), atol=1e-13)
-    skew = 2 * (torch.asin(torch.sqrt(p)) + torch.sqrt(p * (1 - p)))  # spec §3: K = 2 is the skew-R surrogate
+    skew = 2 * (torch.asin(torch.sqrt(p)) + torch.sqrt(p * (1 - p)))  # docs/methods.md §3: K = 2 is skew-R's surrogate
     assert torch.allclose(incomplete_beta_k(p, 2), skew, atol=1e-13)
 
 

@@ -42,7 +42,7 @@ def main() -> None:
             text.append(f"| {label} | {n} | {len(s)} | {s.exact_ratio.min():.4f}–{s.exact_ratio.max():.4f} | "
                         f"{s.bias_z.abs().max():.2f} |")
 
-    text += ["", "## B. Biased estimators, n = 64: exact E[ĝ] against the spec's surrogate (sur_exact_ratio; 1 = the "
+    text += ["", "## B. Biased estimators, n = 64: E[ĝ] vs the docs/methods.md surrogate (sur_exact_ratio; 1 = the "
              "population-limit surrogate holds at this n)", ""]
     x = n64[n64.label.isin(BIASED)].pivot_table(index=["label", "K", "surrogate"], columns="p",
                                                 values="sur_exact_ratio", sort=False)

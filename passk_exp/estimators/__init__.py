@@ -2,7 +2,7 @@
 
     compute_advantages(method, rewards [B, n], k, **params) -> advantages [B, n]   (dtype and device of rewards)
 
-The per-prompt gradient estimate is ĝ = (1/n) Σ_i A_i ∇log π(y_i|x) (spec §0, shared/spec/methods.md); how A is spread
+The per-prompt gradient estimate is ĝ = (1/n) Σ_i A_i ∇log π(y_i|x) (docs/methods.md §0); how A is spread
 over tokens and clipped belongs to the loss. Registered methods:
 
     Pass@1          reinforce, rloo, grpo                                   (baselines.py)

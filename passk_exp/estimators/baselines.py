@@ -1,10 +1,10 @@
 """Pass@1 baselines (reinforce, rloo, grpo) and the row-wise building blocks the Pass@K methods share.
 
-Spec §0 and §2 (U Eqs. 5–9). Every function maps rewards [B, n] to advantages [B, n] in the rewards' dtype and device,
-one row (prompt) at a time, with no Python loop over B or n. Rows whose rewards are all equal give exact zeros in every
-centred method, also with eps = 0. The helpers allocate as few [B, n] temporaries as they can and work in place on the
-ones they own: on CPU a fresh 1 MB buffer costs more (page faults) than the arithmetic on it. What this file leaves
-out: validation (registry.py) and any K-dependence.
+docs/methods.md §0 and §2 (U Eqs. 5–9). Every function maps rewards [B, n] to advantages [B, n] in the rewards' dtype
+and device, one row (prompt) at a time, with no Python loop over B or n. Rows whose rewards are all equal give exact
+zeros in every centred method, also with eps = 0. The helpers allocate as few [B, n] temporaries as they can and work in
+place on the ones they own: on CPU a fresh 1 MB buffer costs more (page faults) than the arithmetic on it. What this
+file leaves out: validation (registry.py) and any K-dependence.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def centred(rewards: Tensor) -> tuple[Tensor, Tensor]:
 def grpo_normalised(rewards: Tensor, std_ddof: int, eps: float) -> tuple[Tensor, Tensor]:
     """(A^GRPO = (r − r̄)/(σ + ε) [B, n], r̄ [B, 1]), U Eq. 8. The first tensor is fresh (safe to modify in place).
 
-    σ is the population std for std_ddof = 0 (spec default, U Eq. 8) or the sample std for std_ddof = 1 (verl, TRL),
+    σ is the population std for std_ddof = 0 (the default, U Eq. 8) or the sample std for std_ddof = 1 (verl, TRL),
     from a two-pass variance (mean first, then squared deviations; never Σr²/n − r̄²). ε is added to σ, never under
     the root. If any row's squares over- or underflow (|r − r̄| beyond ~1e±19 in float32, ~1e±154 in float64) the batch
     is redone in float64, with scaled deviations for float64 input, so no spread is lost. Constant rows and a group of
@@ -104,7 +104,7 @@ def rloo(rewards: Tensor, k: int) -> Tensor:
 def grpo(rewards: Tensor, k: int, *, std_ddof: int = 0, eps: float = 1e-6) -> Tensor:
     """A_i = (r_i − r̄)/(σ + ε) (U Eq. 8–9). Biased: population surrogate 2·arcsin√p (U Corollary 1). [B, n] → [B, n].
 
-    std_ddof = 0 (population std) is the spec's default and is UNCONFIRMED as the one the experiments want; verl is
+    std_ddof = 0 (population std) is the default (docs/methods.md §0), UNCONFIRMED as the one experiments want; verl is
     std_ddof=1, eps=1e-6 and TRL is std_ddof=1, eps=1e-4.
     """
     return grpo_normalised(rewards, std_ddof, eps)[0]

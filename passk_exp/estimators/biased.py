@@ -21,7 +21,7 @@ _DEFAULT_STD_DDOF, _DEFAULT_EPS = 0, 1e-6
 
 
 class BiasedKState:
-    """Running p̂ for biased_k with p_hat='ema' or 'global' (spec §5). Plain Python floats; state_dict() is picklable.
+    """Running p̂ for biased_k with p_hat='ema' or 'global' (docs/methods.md §5). Python floats; state_dict() pickles.
 
     ema: p ← decay·p + (1 − decay)·mean(all rewards of the batch); the first batch initialises p to its mean, and the
     value after the update is the one used. With `prompt_ids`, each id also keeps its own EMA, fed by the mean of its

@@ -3,7 +3,7 @@
 Objective Pass@K = 1 − (1 − p)^K (U Eq. 10), ∇Pass@K = K(1 − p)^{K−1}∇p (U Eq. 11). The factor (1 − p)^{K−1} is
 estimated without bias by the leave-one-out Fail@(K−1) weights w⁺ = C(n−c, K−1)/C(n−1, K−1) (correct sample) and
 w⁻ = C(n−c−1, K−1)/C(n−1, K−1) (wrong sample), U Eq. 14, built only from the other n − 1 samples. Binary rewards
-only, 1 ≤ K ≤ n. `k_factor=True` (spec default) keeps the K of ∇Pass@K so that E[ĝ] = ∇Pass@K exactly; U Eqs. 15–17
+only, 1 ≤ K ≤ n. `k_factor=True` (default; docs/methods.md §0) keeps ∇Pass@K's K: E[ĝ] = ∇Pass@K exactly; U Eqs. 15–17
 drop it (`k_factor=False`). Each advantage depends only on (n, c, K, r_i), so the methods gather from exact tables
 (tables.py). What this file leaves out: the continuous-reward generalisation (pkpo.py).
 """

@@ -2,7 +2,7 @@
 
 s_i = S(i, k, [n]) = (1/C(n,k))·Σ_{|I|=k, i∈I} max_{j∈I} g_j. Sorted ascending (1-indexed),
 s_(i) = [C(i−1, k−1)·g_(i) + Σ_{j>i} C(j−2, k−2)·g_(j)] / C(n, k) (W Eq. 19–21). W's gradient is Σ_i s_i ∇log p(x_i),
-so under the spec's scale ĝ = (1/n) Σ_i A_i ∇log π_i the advantage is A_i = n·s_i (W's transformed reward is A/n).
+so on the scale ĝ = (1/n) Σ_i A_i ∇log π_i (docs/methods.md §0) the advantage is A_i = n·s_i (W's reward is A/n).
 One sort per row, exact weight tables (tables.py) and one cumulative sum give O(n log n) per row, with no
 loop; ties do not matter because S is defined on sets. On 0/1 rewards every variant depends only on (n, c, r_i), so
 it gathers from an exact count table instead of sorting (pkpo = wk25, pkpo_loo_minus_one = reinforce_k there). Any finite real reward, 1 ≤ k ≤ n. What this file leaves out: W's

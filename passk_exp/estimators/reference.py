@@ -1,6 +1,6 @@
 """Slow, obviously-correct per-group loop versions of every method, for parity tests and the benchmark baseline.
 
-Each group is a Python list of floats and each advantage is written straight from its definition in the spec, sample by
+Each group is a Python list of floats and each advantage is written from its definition in docs/methods.md, sample by
 sample (leave-one-out quantities are recomputed from the other samples, binomials come from `math.comb`), the way many
 RL libraries write estimators. Never used in training. `loop_advantages(method, rewards, k, **params)` mirrors
 `compute_advantages` without its validation. What this file leaves out: speed, and any input checking.

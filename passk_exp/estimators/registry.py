@@ -96,7 +96,7 @@ def method_params(method: str) -> dict[str, Any]:
 
 
 def needs_k_le_n(method: str) -> bool:
-    """True when `method` raises for k > n (it estimates C(·, k) from the n samples; spec §0)."""
+    """True when `method` raises for k > n (it estimates C(·, k) from the n samples; docs/methods.md §0)."""
     return method_info(method).needs_k_le_n
 
 
@@ -115,7 +115,7 @@ def resolve_method(method: str, k: int) -> str:
 
     pkpo_loo_minus_one at k = 1 has no (k−1)-subset baseline (W's listing divides by k−1); our estimator then returns
     A = g, but W's own k = 1 runs used leave-one-out mean centring (W Eq. 26), so the harness dispatches to `rloo`
-    (spec §6, §8). Every other (method, k) maps to itself. Params of the original method do not carry over.
+    (docs/methods.md §6, §8). Every other (method, k) maps to itself. Params of the original method do not carry over.
     """
     method_info(method)
     return "rloo" if method == "pkpo_loo_minus_one" and k == 1 else method
@@ -149,7 +149,7 @@ def make_state(method: str, params: Mapping[str, Any] | None = None) -> Any:
 def compute_advantages(method: str, rewards: Tensor, k: int, **params: Any) -> Tensor:
     """Advantages of `method` for rewards [B, n] (B prompts, n samples each) → [B, n], same dtype and device.
 
-    Scale (spec §0): the per-prompt gradient estimate is ĝ = (1/n) Σ_i A_i ∇log π(y_i|x). `params` are the method's
+    Scale (docs/methods.md §0): the per-prompt gradient is ĝ = (1/n) Σ_i A_i ∇log π(y_i|x). `params` are the method's
     keyword params (see `method_params`) plus, where the method takes them, `state=` and `prompt_ids=`. Every input
     is validated first; anything invalid raises a one-line ValueError naming the value and what is allowed.
     """

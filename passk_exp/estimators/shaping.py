@@ -1,7 +1,7 @@
 """Advantage shaping and regularised surrogates (U §4–6): passk_shaping, passk_mix, skew_r, entropy_reg. All biased.
 
-Each is a per-group reweighting of the GRPO advantage A^GRPO = (r − r̄)/(σ + ε) (spec §0), whose population limit
-is the gradient of a stated surrogate F(p) (spec §4). What this file leaves out: the unbiased Pass@K estimators
+Each is a per-group reweighting of the GRPO advantage A^GRPO = (r − r̄)/(σ + ε) (docs/methods.md §0) whose n → ∞ limit
+is the gradient of a stated surrogate F(p) (docs/methods.md §4). This file leaves out: the unbiased Pass@K estimators
 (direct.py, pkpo.py) and the plug-in reweighting biased_k (biased.py).
 """
 
@@ -35,7 +35,7 @@ def passk_mix(
 
     A^PassK is passk_shaping ('shaping') or grpo_k with k_factor=False ('direct'). UNCONFIRMED: the orientation
     (weight r̄ on the Pass@K term) was inferred from U's remark that both mixtures collapse to skew-R, (1 − r̄)·A^GRPO,
-    unless r̄ is small; it is the spec's default and the only choice here. No closed-form surrogate; as n → ∞ the
+    unless r̄ is small; it is the default (docs/methods.md §4) and the only one here. No closed surrogate; as n → ∞ the
     weight on ∇p tends to (1−p)·F′_grpo + p·F′_PassK. K = 1 gives grpo (with std_ddof = 0 for 'shaping').
     """
     # Every term depends only on (n, c, r_i) on 0/1 rewards: one exact count table (tables.py).
@@ -47,7 +47,7 @@ def skew_r(rewards: Tensor, k: int, *, std_ddof: int = 0, eps: float = 1e-6) -> 
     """A = (1 − r̄)·A^GRPO (U Eq. 26–27). Surrogate F = arcsin√p + √(p(1−p)) (U Claim 3). rewards in [0, 1].
 
     Its population weight on ∇p is √((1−p)/p). Kimi-1.5-style sampling of problems ∝ (1 − success rate) applies the
-    same (1 − p) weight at the sampler: use one or the other, never both (spec §4).
+    same (1 − p) weight at the sampler: use one or the other, never both (docs/methods.md §4).
     """
     a_grpo, mean = grpo_normalised(rewards, std_ddof, eps)
     return a_grpo.mul_(1 - mean)

@@ -1,10 +1,10 @@
-"""Forward engineering (U §5.2, spec §7): turn any differentiable surrogate F(p) into a registered advantage function.
+"""Forward engineering (U §5.2, docs/methods.md §7): any differentiable surrogate F(p) as a registered estimator.
 
 The three-step recipe: (1) differentiate the per-prompt surrogate, ∇F = F′(p)·∇p; (2) put the empirical values
 (r̄, and ρ̂_K if F is written in ρ = Pass@K) into F′, giving one scalar ω per group; (3) replace ∇p by the RLOO proxy
 (1/n)·Σ_i (r_i − r̄)·∇log π_i (U Lemma 2). So A_i = ω·(r_i − r̄) = ω·√(r̄(1−r̄))·A^GRPO_i on binary rewards (ε = 0).
 F′ comes from autograd, so a researcher can try a new objective without deriving it. The recipe is biased in general
-(spec §7 note ii). What this file leaves out: hand-derived methods (they are registered in their own modules).
+(docs/methods.md §7 note ii). What this file leaves out: hand-derived methods (registered in their own modules).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from passk_exp.estimators.baselines import centred, count_correct
 from passk_exp.estimators.registry import register
 from passk_exp.estimators.tables import as_tensor, pass_at_k_by_count
 
-CLAMP_H = 1e-6  # spec §7: r̄ is clamped to [h, 1 − h] before F′ is evaluated
+CLAMP_H = 1e-6  # docs/methods.md §7: r̄ is clamped to [h, 1 − h] before F′ is evaluated
 
 
 def surrogate_omega(F: Callable[..., Tensor], p: Tensor, k: int, rho: Tensor | None = None) -> Tensor:
-    """ω = F′ at the empirical values, via autograd. p (and rho) [B] float64 → ω [B] (spec §7 steps 1–2).
+    """ω = F′ at the empirical values, via autograd. p (and rho) [B] float64 → ω [B] (docs/methods.md §7 steps 1–2).
 
     F(p, k) when rho is None; F(p, rho, k) otherwise, with rho = Pass@K(p) treated as a function of p through the
     substituted chain factor dρ/dp = K(1 − ρ)/(1 − p) (= K(1 − p)^{K−1} in the population). Which algebraically equal
-    form is substituted changes the finite-n estimator (spec §7 note i); this one makes (2/K)·arcsin√ρ reproduce
+    form is substituted changes the finite-n estimator (docs/methods.md §7); this one makes (2/K)·arcsin√ρ reproduce
     passk_shaping exactly. Where the chain factor is exactly 0 (ρ̂ = 1) the ρ-term is 0, its limit whenever ∂F/∂ρ
     grows slower than 1/(1 − ρ). F must act elementwise.
     """
@@ -54,7 +54,7 @@ def surrogate_omega(F: Callable[..., Tensor], p: Tensor, k: int, rho: Tensor | N
 
 
 def forward_advantage(rewards: Tensor, omega: Tensor, name: str = "surrogate") -> Tensor:
-    """A_i = ω·(r_i − r̄) for rewards [B, n] and ω [B] (spec §7 step 3). Constant rows give exact 0 whatever ω is.
+    """A_i = ω·(r_i − r̄) for rewards [B, n] and ω [B] (docs/methods.md §7 step 3). Constant rows give 0 for any ω.
 
     A non-finite ω on a row that is not constant raises ValueError naming the row's r̄ (never a NaN out).
     """
@@ -80,7 +80,7 @@ def from_surrogate(
     binary rewards, k ≤ n, ρ̂ = the unbiased pass@k of each row). p and rho are [B] float64 tensors; F must be built
     from differentiable torch ops and act elementwise. Registering the same F under the same name again returns the
     existing function; a different function under a taken name raises ValueError. `register_as=False` only builds it.
-    Examples (spec §7 table): F = 2·arcsin√p gives grpo (ε = 0); F = (2/K)·arcsin√ρ gives passk_shaping (ε = 0).
+    Examples (docs/methods.md §7): F = 2·arcsin√p gives grpo (ε = 0); F = (2/K)·arcsin√ρ gives passk_shaping (ε = 0).
     """
     if not callable(F):
         raise ValueError(f"from_surrogate needs a callable F; got {type(F).__name__}")
@@ -95,7 +95,7 @@ def from_surrogate(
         return forward_advantage(r64, omega, name).to(rewards.dtype)
 
     advantage.__name__ = advantage.__qualname__ = name
-    advantage.__doc__ = f"A = F′(r̄)·(r − r̄) for the surrogate {getattr(F, '__name__', repr(F))} (spec §7 recipe)."
+    advantage.__doc__ = f"A = F′(r̄)·(r − r̄) for the surrogate {getattr(F, '__name__', repr(F))} (docs/methods.md §7)."
     if not register_as:
         return advantage
     return register(

@@ -6,7 +6,7 @@ to float64 by Python's correctly-rounded int / int division: no factorials, no l
 exact 0 and 1 where the true value is 0 or 1. The estimators then gather rows of these tables on the caller's device
 and dtype. What this file leaves out: anything that touches rewards (that is the estimators' job).
 
-Names follow the spec (shared/spec/methods.md §0, §1, §6): w⁺ / w⁻ are the leave-one-out Fail@(K−1) weights
+Names follow docs/methods.md (§0, §1, §6): w⁺ / w⁻ are the leave-one-out Fail@(K−1) weights
 (U Eq. 14), fail@k is 1 − pass@k (W Eq. 3), and the order-statistic weights are those of max@k (W §3.1, Eq. 19–21).
 """
 
@@ -98,8 +98,8 @@ def _pkpo_loo_entry(n: int, c: int, k: int) -> tuple[float, float]:
 def _shaping_entry(n: int, c: int, k: int, eps: float, w_neg: int, w_den: int) -> tuple[float, float]:
     """passk_shaping for one c: A⁺ = (1−ρ̂)/(σ_K+ε), A⁻ = (1−ρ̂−w⁻)/(σ_K+ε), σ_K = √(ρ̂(1−ρ̂)); 0 when ρ̂ ∈ {0,1}.
 
-    ρ̂ is the correctly rounded float64 pass@k, so "σ_K = 0" means ρ̂ ∈ {0, 1} in float64 (spec §4); the numerators are
-    exact rationals rounded once, which keeps A⁻ accurate where 1 − ρ̂ and w⁻ nearly cancel.
+    ρ̂ is the correctly rounded float64 pass@k, so "σ_K = 0" means ρ̂ ∈ {0, 1} in float64 (docs/methods.md §4); the
+    numerators are exact rationals rounded once, which keeps A⁻ accurate where 1 − ρ̂ and w⁻ nearly cancel.
     """
     total, fail = binom(n, k), binom(n - c, k)  # fail@k = fail / total
     rho = (total - fail) / total

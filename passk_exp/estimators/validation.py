@@ -102,7 +102,7 @@ def _check_bool(name: str, v: Any) -> None:
 
 def _check_ddof(name: str, v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v not in (0, 1):
-        raise ValueError(f"{name}={v!r} must be 0 (population std, spec default) or 1 (sample std, verl/TRL)")
+        raise ValueError(f"{name}={v!r} must be 0 (population std, the default) or 1 (sample std, verl/TRL)")
 
 
 def _check_nonneg(name: str, v: Any) -> None:

@@ -2,8 +2,8 @@
 
 For a problem (or a ladder of problems) whose success probability p is set exactly, draw M independent groups of n
 samples, feed their rewards to the same advantage call the trainer makes (advantages.py), form ĝ = (1/n) Σ A_i ∇log π
-per group (spec §0), and compare with the exact gradient g* of the method's objective (targets.objective: Pass@K,
-max@K, ...) and of the surrogate the spec states (targets.surrogate). Reported, each with its Monte-Carlo standard
+per group (docs/methods.md §0), and compare with the exact gradient g* of the method's objective (targets.objective:
+Pass@K, max@K, ...) and of its stated surrogate (targets.surrogate). Reported, each with its Monte-Carlo standard
 error:
 * ratio = ⟨ĝ, g*⟩/‖g*‖² averaged over groups: 1 for an unbiased estimator; bias_z = (ratio − 1)/se.
 * rel_var = E‖ĝ − Eĝ‖²/‖g*‖²: the variance in units of the squared true gradient (scale-free across K).

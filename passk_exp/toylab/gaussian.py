@@ -106,7 +106,7 @@ class GaussianPopulation:
         return y, self.rewards_of(idx, y)
 
     def gradient_estimates(self, idx: Tensor, y: Tensor, adv: Tensor) -> Tensor:
-        """Per-problem ĝ_x = (1/n) Σ_i A_i ∇_θ log N(y_i; μ, σ) (spec §0 scale): [B, 2] over (μ, log σ)."""
+        """Per-problem ĝ_x = (1/n) Σ_i A_i ∇_θ log N(y_i; μ, σ) (docs/methods.md §0 scale): [B, 2] over (μ, log σ)."""
         with torch.no_grad():
             local = self.local(idx)
             z = (y - local[:, :1]) / local[:, 1:].exp()

@@ -175,7 +175,7 @@ def write_report(df: pd.DataFrame, out: Path, stem: str = "diagnostics") -> list
         "ratio = ⟨ĝ, ∇objective⟩/‖∇objective‖² (1 = unbiased, ± ratio_se the Monte-Carlo standard error, "
         "exact_ratio by enumeration where the method is stateless); rel_var = E‖ĝ − Eĝ‖²/‖∇objective‖²; cos = E cos(ĝ, ∇objective) "
         "of one group's estimate; ess = Kish effective number of samples carrying weight; zero_frac = share of groups "
-        "with no gradient; sur_* = the same against the surrogate the spec states.\n",
+        "with no gradient; sur_* = the same against the surrogate docs/methods.md states.\n",
     ]
     for toy in ("binary", "continuous"):
         sub = df[df["toy"] == toy]

@@ -9,9 +9,9 @@ analogue of the Pass@1 / Pass@k trade-off of LLM training.
 
 Everything is exact and differentiable in float64: p_x = Σ_a π_{row(x)}(a)·c_x(a), Pass@k(x) = 1 − (1 − p_x)^k with
 1 − p_x summed over the wrong answers (no cancellation when p_x → 1). The score ∇_θ log π(a) = e_a − π of a softmax
-row is closed form, so the policy-gradient estimate ĝ_x = (1/n) Σ_i A_i (e_{a_i} − π) of spec §0 is vectorised over
-problems and Monte-Carlo replicates without autograd. What this file leaves out: the estimators (passk_exp.estimators),
-the objectives' surrogates (targets.py) and the training loop (train.py).
+row is closed form, so the policy-gradient estimate ĝ_x = (1/n) Σ_i A_i (e_{a_i} − π) (docs/methods.md §0) is
+vectorised over problems and Monte-Carlo replicates without autograd. What this file leaves out: the estimators
+(passk_exp.estimators), the objectives' surrogates (targets.py) and the training loop (train.py).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class TabularPopulation:
         return answers, rewards
 
     def gradient_estimates(self, idx: Tensor, answers: Tensor, adv: Tensor) -> Tensor:
-        """Per-problem ĝ_x = (1/n) Σ_i A_i (e_{a_i} − π_{row(x)}) (spec §0 scale) in each problem's block: [B, A].
+        """Per-problem ĝ_x = (1/n) Σ_i A_i (e_{a_i} − π_{row(x)}) (docs/methods.md §0) in each problem's block: [B, A].
 
         answers, adv: [B, n]. Σ_i A_i e_{a_i} is a scatter-add, Σ_i A_i π a rank-one correction: no one-hot tensor.
         """

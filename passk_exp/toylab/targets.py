@@ -1,11 +1,11 @@
-"""What each estimator's expected gradient should equal: the objective it aims at, and the surrogate the spec states.
+"""What each estimator's expected gradient should equal: the objective it aims at, and the surrogate in docs/methods.md.
 
 For the binary toy every objective is a function F(p) of the success probability, so its gradient is F′(p)·∇_θ p;
 a Target carries F (where it has a closed form) and F′ (always), and tests check F′ against autograd of F. Two targets
-per method (spec §2–§8):
+per method (docs/methods.md §2–§8):
 * `objective(method, K, params)`: what the method is meant to maximise: Pass@1 for Pass@1 methods, Pass@K for the
   K-methods (×1/K with k_factor=False), Σ w_k Pass@k for passk_multi. An unbiased estimator's mean equals its gradient.
-* `surrogate(method, K, params)`: the population-limit (n → ∞) objective the spec states for the method. For the
+* `surrogate(method, K, params)`: the population-limit (n → ∞) objective docs/methods.md gives for the method. For the
   unbiased methods it is the objective itself; for biased ones (grpo, grpo_k, passk_shaping, skew_r, entropy_reg,
   biased_k) the finite-n mean differs from both, and the diagnostics measure by how much.
 For the continuous toy the objective is max@K (max@1 = E[g] for Pass@1 methods), and only methods whose surrogate is
@@ -119,7 +119,7 @@ def objective(method: str, k: int, params: Mapping[str, Any] | None = None, cont
 
 
 def surrogate(method: str, k: int, params: Mapping[str, Any] | None = None, continuous: bool = False) -> Target | None:
-    """The population-limit surrogate the spec states for `method` at this K (spec §2–§8), or None where it states
+    """The population-limit surrogate of `method` at this K (docs/methods.md §2–§8), or None where it has
     none (passk_mix on continuous rewards; grpo-family methods on continuous rewards)."""
     method = estimators.resolve_method(method, k)
     merged = _params(method, params)

@@ -2,7 +2,7 @@
 
 Each step: K from the schedule (passk_exp.k_control.KController, the harness's own), B problems drawn without
 replacement, n samples each, rewards [B, n], advantages from the same call the LLM trainer makes (advantages.py, with
-the p̂ state and the entropy regularizer), the gradient estimate ĝ = (1/B) Σ_x (1/n) Σ_i A_i ∇log π(y_i|x) (spec §0),
+the p̂ state and the entropy regularizer), the estimate ĝ = (1/B) Σ_x (1/n) Σ_i A_i ∇log π(y_i|x) (docs/methods.md §0),
 minus β·∇KL(π ‖ π_init) (exact) for `regularizer=kl`, then an Adam or SGD step on the logits. Metrics use the harness's
 names: `train/reward_mean`, `train/K`, `train/p_hat`, `train/informative_groups`, `train/pass_at_{k}` (unbiased, from
 the step's rewards) and, at eval steps, `eval/pass_at_{k}` (binary toy) or `eval/max_at_{k}` (continuous toy), here
