@@ -1,8 +1,9 @@
 """Checkpoints that make a run resumable: trainable weights, optimizer, RNG, schedule and estimator state, MLflow run id.
 
-Only parameters that train are saved: frozen ones are reloaded from the (deterministic) base model, which keeps a
-checkpoint of a 135M model with 4 trained layers at a few MB instead of half a GB. Writes go to a temporary file that
-is renamed into place, so a run killed while saving keeps its previous checkpoint intact.
+Only parameters that train are saved, with their optimizer state: frozen ones are reloaded from the (deterministic)
+base model. For the default SmolLM2-135M with 4 trained layers that is 14.2M fp32 weights plus two AdamW moments,
+~170 MB, instead of ~1.6 GB for all 134.5M parameters. Writes go to a temporary file that is renamed into place, so
+a run killed while saving keeps its previous checkpoint intact.
 """
 
 from __future__ import annotations
