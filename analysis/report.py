@@ -29,9 +29,18 @@ class Report:
     summary_run_id: str | None
 
 
+def _store_name(tracking_uri: str) -> str:
+    """The tracking store as a report may show it: a local sqlite file by its name only (its directory is a path of
+    the machine that ran the study, meaningless in a committed report); any other URI (a server) unchanged."""
+    if tracking_uri.startswith("sqlite:///"):
+        return f"the sqlite store `{Path(tracking_uri[len('sqlite:///'):]).name}`"
+    return f"`{tracking_uri}`"
+
+
 def _header(experiment: str, tracking_uri: str, runs, arms: int) -> str:
     lines = [f"# {experiment}", "", f"Final metrics of {len(runs.frame)} runs in {arms} arms, read from "
-             f"`{tracking_uri}`. Cells are mean ± sample std over seeds (n/a: one seed); bold = best mean.", ""]
+             f"{_store_name(tracking_uri)}. Cells are mean ± sample std over seeds (n/a: one seed); bold = best mean.",
+             ""]
     for reason, ids in runs.skipped.items():
         lines.append(f"Left out {len(ids)} run(s), {reason}.")
     return "\n".join(lines) + "\n"

@@ -265,7 +265,7 @@ def test_program_builder_appends_tests_and_check():
 
 @needs_root
 def test_without_root_the_sandbox_degrades_with_warnings_instead_of_crashing():
-    """Run the sandbox from an unprivileged process (the system interpreter: this venv's lives in /root)."""
+    """Run the sandbox as `nobody`, with the system interpreter (a venv may sit where `nobody` cannot read it)."""
     import json
     import subprocess
 
