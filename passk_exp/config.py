@@ -232,6 +232,13 @@ def _validate_rollout(cfg: DictConfig) -> None:
     _check(rollout["max_new_tokens"] >= 1, f"rollout.max_new_tokens={rollout['max_new_tokens']} must be >= 1")
     _check(rollout["temperature"] > 0, f"rollout.temperature={rollout['temperature']} must be > 0")
     _check(0 < rollout["top_p"] <= 1, f"rollout.top_p={rollout['top_p']} must be in (0, 1]")
+    # The update's log-probs are of softmax(logits / T) over the whole vocabulary (logprobs.py): renormalising over the
+    # nucleus would need the sampler's exact nucleus, which a recomputed forward cannot promise at its boundary.
+    _check(
+        rollout["top_p"] == 1 or cfg.steps == 0,
+        f"rollout.top_p={rollout['top_p']} < 1 cannot train (the update's log-probs ignore the nucleus); "
+        "set rollout.top_p=1, or steps=0 to only evaluate",
+    )
     _check(rollout["batch_size"] >= 1, f"rollout.batch_size={rollout['batch_size']} must be >= 1")
 
 

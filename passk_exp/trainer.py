@@ -376,4 +376,5 @@ class Trainer:
                 shared_prefix=self.shared_prefix,
                 token_chunk=self.cfg.train.token_chunk,
                 with_entropy=with_entropy,
+                temperature=self.sampling.temperature,  # the sampled distribution (top_p < 1 is refused in config)
             )
