@@ -234,9 +234,8 @@ def completion_logprobs(
     # Only real completion tokens go through the vocabulary projection.
     selected = mask.reshape(-1).nonzero().squeeze(-1)
     flat = features.reshape(rows * length, features.shape[-1]).index_select(0, selected)
-    logprobs, entropy = _token_stats(
-        head if head is not None else (lambda x: x), flat, ids.reshape(-1)[selected], token_chunk, with_entropy, temperature
-    )
+    project = head if head is not None else (lambda x: x)
+    logprobs, entropy = _token_stats(project, flat, ids.reshape(-1)[selected], token_chunk, with_entropy, temperature)
 
     def scatter(values: Tensor) -> Tensor:
         out = values.new_zeros(rows * length)
