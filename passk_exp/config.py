@@ -96,6 +96,7 @@ class PasskSchema:
     keep_freed_memory: bool = True
     eval_every: int = 10
     n_eval: int = 16
+    eval_ks: Optional[list[int]] = None
     save_every: int = 10
     resume: bool = False
     checkpoint_dir: Optional[str] = None
@@ -119,6 +120,11 @@ class PasskSchema:
         _check(self.device in DEVICES, f"device={self.device!r} is not one of {list(DEVICES)}")
         _check(self.eval_every >= 0, f"eval_every={self.eval_every} must be >= 0 (0 = only at start and end)")
         _check(self.n_eval >= 1, f"n_eval={self.n_eval} must be >= 1 samples per eval problem")
+        if self.eval_ks is not None:
+            ks = list(self.eval_ks)
+            _check(bool(ks), "eval_ks=[] is empty; list k values in 1..n_eval, or null for 1, 2, 4, ..., n_eval")
+            bad = [k for k in ks if not 1 <= k <= self.n_eval]
+            _check(not bad, f"eval_ks={ks}: k={bad[0] if bad else ''} is not in 1..n_eval={self.n_eval}")
         _check(self.save_every >= 0, f"save_every={self.save_every} must be >= 0 (0 = only at the end)")
 
 
@@ -232,6 +238,13 @@ def _validate_rollout(cfg: DictConfig) -> None:
     _check(rollout["max_new_tokens"] >= 1, f"rollout.max_new_tokens={rollout['max_new_tokens']} must be >= 1")
     _check(rollout["temperature"] > 0, f"rollout.temperature={rollout['temperature']} must be > 0")
     _check(0 < rollout["top_p"] <= 1, f"rollout.top_p={rollout['top_p']} must be in (0, 1]")
+    # The update's log-probs are of softmax(logits / T) over the whole vocabulary (logprobs.py): renormalising over the
+    # nucleus would need the sampler's exact nucleus, which a recomputed forward cannot promise at its boundary.
+    _check(
+        rollout["top_p"] == 1 or cfg.steps == 0,
+        f"rollout.top_p={rollout['top_p']} < 1 cannot train (the update's log-probs ignore the nucleus); "
+        "set rollout.top_p=1, or steps=0 to only evaluate",
+    )
     _check(rollout["batch_size"] >= 1, f"rollout.batch_size={rollout['batch_size']} must be >= 1")
 
 

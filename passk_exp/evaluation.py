@@ -1,8 +1,9 @@
-"""Held-out evaluation: n_eval samples per problem, unbiased Pass@k for k = 1, 2, 4, ..., n_eval, and its artifacts.
+"""Held-out evaluation: n_eval samples per problem, unbiased Pass@k (k = `eval_ks`, default 1, 2, 4, ..., n_eval), the
+per-problem records it is computed from, and its artifacts.
 
-The estimator math is `passk_exp.metrics`; this module only samples, scores, names the metrics and draws the curve.
-A sample counts as correct when its reward is 1 (exactly, up to float noise); for continuous-reward benchmarks the
-unbiased max@k of the raw rewards is logged beside it.
+The estimator math is `passk_exp.metrics`, the records table `passk_exp.eval_records`; this module only samples,
+scores, names the metrics and draws the curve. A sample counts as correct when its reward is 1 (exactly, up to float
+noise); for continuous-reward benchmarks the unbiased max@k of the raw rewards is logged beside it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
+import pyarrow as pa
+
+from passk_exp.benchmarks.base import Benchmark
+from passk_exp.eval_records import CORRECT_THRESHOLD, eval_records, pass_at_k_of_records
 from passk_exp.metrics import max_at_k, pass_at_k_curve
 from passk_exp.rollout.base import SamplingParams
-
-CORRECT_THRESHOLD = 1.0 - 1e-9
 
 
 def k_grid(n: int) -> list[int]:
@@ -31,6 +34,11 @@ class EvalResult:
     ks: list[int]
     pass_at: list[float]
     rewards: np.ndarray  # [P, n_eval]
+    records: pa.Table  # one row per problem (eval_records.SCHEMA): the table `pass_at` is computed from
+
+
+def max_at_k_metrics(rewards: np.ndarray, prefix: str, ks: Sequence[int]) -> dict[str, float]:
+    return {f"{prefix}/max_at_{k}": float(np.mean(max_at_k(rewards, k))) for k in ks}
 
 
 def pass_at_k_metrics(rewards: np.ndarray, prefix: str, continuous: bool) -> tuple[dict[str, float], list[int], list[float]]:
@@ -39,20 +47,39 @@ def pass_at_k_metrics(rewards: np.ndarray, prefix: str, continuous: bool) -> tup
     curve = [float(v) for v in pass_at_k_curve(rewards >= CORRECT_THRESHOLD, ks)]
     metrics = {f"{prefix}/pass_at_{k}": v for k, v in zip(ks, curve)}
     if continuous:
-        for k in ks:
-            metrics[f"{prefix}/max_at_{k}"] = float(np.mean(max_at_k(rewards, k)))
+        metrics.update(max_at_k_metrics(rewards, prefix, ks))
     return metrics, ks, curve
 
 
-def evaluate(backend, bench, problems: Sequence, n_eval: int, sampling: SamplingParams) -> EvalResult:
+def extracts_final_answers(bench: Benchmark) -> bool:
+    """True when the benchmark overrides `Benchmark.final_answer` (the base hook extracts nothing)."""
+    return type(bench).final_answer is not Benchmark.final_answer
+
+
+def evaluate(
+    backend, bench, problems: Sequence, n_eval: int, sampling: SamplingParams, ks: Sequence[int] | None = None
+) -> EvalResult:
+    """Sample n_eval completions per problem, score them, and log Pass@k for `ks` (None: k_grid(n_eval)) computed
+    from the per-problem records (so the records artifact reproduces the metrics exactly)."""
+    ks = sorted(set(ks)) if ks else k_grid(n_eval)
     batch = backend.generate([p.prompt for p in problems], n_eval, sampling)
     flat_problems = [p for p in problems for _ in range(n_eval)]
     flat_texts = [text for group in batch.texts for text in group]
     rewards = np.asarray(bench.score(flat_problems, flat_texts), dtype=np.float64).reshape(len(problems), n_eval)
-    metrics, ks, curve = pass_at_k_metrics(rewards, "eval", bench.continuous)
+    answers = None
+    if extracts_final_answers(bench):
+        answers = [[bench.final_answer(p, text) for text in group] for p, group in zip(problems, batch.texts)]
+    records = eval_records(
+        [p.id for p in problems], rewards, batch.completion_lengths().numpy(), batch.truncated.numpy(), answers
+    )
+    curve = pass_at_k_of_records(records, ks)
+    metrics = {f"eval/pass_at_{k}": v for k, v in zip(ks, curve)}
+    if bench.continuous:
+        metrics.update(max_at_k_metrics(rewards, "eval", ks))
     metrics["eval/reward_mean"] = float(rewards.mean())
     metrics["eval/completion_len"] = float(batch.completion_lengths().float().mean())
-    return EvalResult(metrics=metrics, ks=ks, pass_at=curve, rewards=rewards)
+    metrics["eval/truncation_rate"] = float(batch.truncated.double().mean())
+    return EvalResult(metrics=metrics, ks=ks, pass_at=curve, rewards=rewards, records=records)
 
 
 def curve_csv(ks: Sequence[int], pass_at: Sequence[float]) -> str:

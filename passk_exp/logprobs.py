@@ -14,7 +14,11 @@ completion tokens, in chunks of `token_chunk` tokens, each chunk under activatio
 at most one chunk's [token_chunk, V] logits is alive in the forward and in the backward (at the cost of re-running the
 head matmul of each chunk in the backward). Logits are upcast to fp32 before the log-softmax (bf16 autocast included).
 
-Left out: sampling-temperature scaling (log-probs are of the model's own distribution, temperature 1), gradient
+The distribution is the sampler's: `temperature` divides the logits before the log-softmax (and the entropy), so the
+gradient is of the policy that drew the completions (rollout/sampling.py samples softmax(logits / T)).
+
+Left out: top-p renormalisation (the nucleus depends on logits at the sampler's float noise, and a recomputed forward
+can move a boundary token in or out of it, so `rollout.top_p < 1` is refused for training in config.py), gradient
 checkpointing of the decoder (the model's business; it disables the key/value cache, so the shared prefix turns itself
 off), and models whose cache is not a plain per-layer key/value store (sliding-window, linear-attention, hybrid), which
 use the plain forward.
@@ -125,9 +129,14 @@ def _features(model, head, ids: Tensor, mask: Tensor, positions: Tensor, cache, 
     return out.logits[:, -keep:]
 
 
-def _chunk_stats(head: Callable[[Tensor], Tensor], features: Tensor, targets: Tensor, with_entropy: bool):
-    """[T, D] features, [T] targets -> ([T] log-prob of the target, [T] entropy or None), full softmax in fp32."""
+def _chunk_stats(
+    head: Callable[[Tensor], Tensor], features: Tensor, targets: Tensor, with_entropy: bool, temperature: float
+):
+    """[T, D] features, [T] targets -> ([T] log-prob of the target, [T] entropy or None) under softmax(logits / T),
+    full softmax in fp32."""
     logits = head(features).float()
+    if temperature != 1.0:
+        logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
     logprobs = logits.gather(-1, targets[:, None]).squeeze(-1) - lse
     entropy = None
@@ -139,13 +148,14 @@ def _chunk_stats(head: Callable[[Tensor], Tensor], features: Tensor, targets: Te
     return logprobs, entropy
 
 
-def _token_stats(head, features: Tensor, targets: Tensor, token_chunk: int, with_entropy: bool):
+def _token_stats(head, features: Tensor, targets: Tensor, token_chunk: int, with_entropy: bool, temperature: float):
     """[T, D], [T] -> ([T], [T] | None), the vocabulary projection and log-softmax run `token_chunk` rows at a time."""
     starts = range(0, features.shape[0], token_chunk)
     recompute = torch.is_grad_enabled() and len(starts) > 1
     logprobs, entropies = [], []
     for start in starts:
-        args = (head, features[start : start + token_chunk], targets[start : start + token_chunk], with_entropy)
+        chunk = slice(start, start + token_chunk)
+        args = (head, features[chunk], targets[chunk], with_entropy, temperature)
         lp, ent = checkpoint(_chunk_stats, *args, use_reentrant=False) if recompute else _chunk_stats(*args)
         logprobs.append(lp)
         entropies.append(ent)
@@ -178,16 +188,20 @@ def completion_logprobs(
     shared_prefix: bool = True,
     token_chunk: int = 2048,
     with_entropy: bool = False,
+    temperature: float = 1.0,
 ) -> TokenStats:
     """log pi(y_t | x, y_<t) for every completion token: prompts [G, P] (left-padded, mask 1 = real), completions
     [G, n, C] (right-padded, mask 1 up to and including EOS) -> TokenStats with [G, n, C] tensors on the model's device.
 
     `shared_prefix=True` runs each prompt once and repeats its cache to the n completions (module docstring); a model
-    for which `supports_shared_prefix` is False falls back to the plain forward with one logged line.
+    for which `supports_shared_prefix` is False falls back to the plain forward with one logged line. `temperature`
+    is the sampler's: log-probs and entropies are of softmax(logits / temperature).
     """
     _check_shapes(prompt_ids, prompt_mask, completion_ids, completion_mask)
     if token_chunk < 1:
         raise ValueError(f"token_chunk={token_chunk} must be >= 1")
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0 (the sampling temperature)")
     if shared_prefix and not supports_shared_prefix(model):
         if id(model) not in _warned_fallback:
             _warned_fallback.add(id(model))
@@ -220,9 +234,8 @@ def completion_logprobs(
     # Only real completion tokens go through the vocabulary projection.
     selected = mask.reshape(-1).nonzero().squeeze(-1)
     flat = features.reshape(rows * length, features.shape[-1]).index_select(0, selected)
-    logprobs, entropy = _token_stats(
-        head if head is not None else (lambda x: x), flat, ids.reshape(-1)[selected], token_chunk, with_entropy
-    )
+    project = head if head is not None else (lambda x: x)
+    logprobs, entropy = _token_stats(project, flat, ids.reshape(-1)[selected], token_chunk, with_entropy, temperature)
 
     def scatter(values: Tensor) -> Tensor:
         out = values.new_zeros(rows * length)

@@ -25,6 +25,7 @@ from passk_exp import estimators
 from passk_exp.allocator import keep_freed_memory
 from passk_exp.benchmarks import load_benchmark
 from passk_exp.checkpoint import load_checkpoint, restore_model, run_key, save_checkpoint, set_rng_state
+from passk_exp.eval_records import records_parquet
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
 from passk_exp.k_control import KController
 from passk_exp.logprobs import completion_logprobs, supports_shared_prefix, training_attention
@@ -222,7 +223,9 @@ class Trainer:
 
     def _evaluate(self, tracker) -> None:
         started = time.perf_counter()
-        result = evaluate(self.backend, self.bench, self.eval_problems, self.cfg.n_eval, self.sampling)
+        result = evaluate(
+            self.backend, self.bench, self.eval_problems, self.cfg.n_eval, self.sampling, self.cfg.get("eval_ks")
+        )
         result.metrics["eval/time_s"] = time.perf_counter() - started
         self.last_eval = result.metrics
         self.eval_history[self.step] = (result.ks, result.pass_at)
@@ -236,6 +239,7 @@ class Trainer:
             },
             "passk_curve",
         )
+        log_figure_files(tracker, {f"step_{self.step:05d}.parquet": records_parquet(result.records)}, "eval_records")
         log.info(
             "eval step %d: %s",
             self.step,
@@ -280,6 +284,7 @@ class Trainer:
             "train/informative_groups": float(informative),
             "train/adv_abs_mean": float(adv.abs().mean()),
             "train/completion_len": float(batch.completion_lengths().float().mean()),
+            "train/truncation_rate": float(batch.truncated.double().mean()),
             **update,
             "train/tokens_per_s": generated_tokens / max(done - started, 1e-9),
             "train/step_time_s": done - started,
@@ -376,4 +381,5 @@ class Trainer:
                 shared_prefix=self.shared_prefix,
                 token_chunk=self.cfg.train.token_chunk,
                 with_entropy=with_entropy,
+                temperature=self.sampling.temperature,  # the sampled distribution (top_p < 1 is refused in config)
             )

@@ -27,6 +27,7 @@ TRAIN_METRICS = (
     "train/tokens_per_s",
     "train/step_time_s",
     "train/informative_groups",
+    "train/truncation_rate",
 )
 
 
@@ -62,13 +63,39 @@ def test_two_steps_end_to_end_log_tags_params_metrics_and_artifacts(tmp_path, ml
         assert curve == sorted(curve), f"pass@k must not decrease in k at step {step}: {curve}"
         assert all(0.0 <= v <= 1.0 for v in curve)
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "final_metrics.json", "passk_curve"} <= artifacts
+    assert {"config.yaml", "final_metrics.json", "passk_curve", "eval_records"} <= artifacts
+    records = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "eval_records")}
+    assert records == {f"eval_records/step_{step:05d}.parquet" for step in (0, 1, 2)}
+    assert _steps(mlflow_client, run.info.run_id, "eval/truncation_rate") == [0, 1, 2]
     curve_files = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "passk_curve")}
     assert {"passk_curve/passk_curve.png", "passk_curve/step_00000.csv", "passk_curve/step_00002.csv"} <= curve_files
     local = mlflow_client.download_artifacts(run.info.run_id, "final_metrics.json", str(tmp_path))
     final = json.loads(open(local).read())
     assert final["eval/pass_at_1"] == run.data.metrics["eval/pass_at_1"]
     assert (tmp_path / "ckpt" / "last.pt").exists()
+
+
+def test_eval_records_artifact_reproduces_the_logged_pass_at_k_exactly(tmp_path, mlflow_client):
+    from passk_exp.eval_records import SCHEMA, pass_at_k_of_records, read_records
+
+    # max_new_tokens=3: the random tiny model rarely emits EOS that early, so truncation is exercised.
+    overrides = tiny_overrides(tmp_path, steps=0, n_eval=4, eval_ks="[1,3]", **{"rollout.max_new_tokens": 3})
+    result = run_cli(overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = _only_run(mlflow_client)
+    logged = {key: value for key, value in run.data.metrics.items() if key.startswith("eval/pass_at_")}
+    assert sorted(logged) == ["eval/pass_at_1", "eval/pass_at_3"]
+    local = mlflow_client.download_artifacts(run.info.run_id, "eval_records/step_00000.parquet", str(tmp_path))
+    records = read_records(local)
+    assert records.schema == SCHEMA and records.num_rows == 3  # benchmark.eval_size
+    rows = records.to_pylist()
+    assert all(r["n"] == 4 and len(r["rewards"]) == 4 for r in rows)
+    assert all(r["c"] == sum(reward == 1.0 for reward in r["rewards"]) for r in rows)
+    assert all(1 <= r["mean_len"] <= 3 and 0 <= r["truncated"] <= 4 for r in rows)
+    assert all(r["distinct_answers"] is not None and 0 <= r["distinct_answers"] <= 4 for r in rows)  # synthetic
+    assert pass_at_k_of_records(records, [1, 3]) == [logged["eval/pass_at_1"], logged["eval/pass_at_3"]]
+    truncated = sum(r["truncated"] for r in rows) / sum(r["n"] for r in rows)
+    assert truncated > 0 and run.data.metrics["eval/truncation_rate"] == truncated
 
 
 def test_resume_after_kill_continues_the_same_run_without_duplicated_or_lost_steps(tmp_path, mlflow_client):

@@ -56,8 +56,9 @@ def ragged_batch(seed: int = 0, groups: int = 3, n: int = 4, prompt: int = 7, le
     return prompt_ids, prompt_mask, completion_ids, completion_mask
 
 
-def unpadded_reference(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
-    """log-probs and entropies from one unpadded sequence at a time through the model's own forward and logits."""
+def unpadded_reference(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature: float = 1.0):
+    """log-probs and entropies of softmax(logits / temperature), one unpadded sequence at a time through the model's
+    own forward and logits."""
     groups, n, length = completion_ids.shape
     logprobs, entropy = torch.zeros(groups, n, length), torch.zeros(groups, n, length)
     for g in range(groups):
@@ -66,7 +67,7 @@ def unpadded_reference(model, prompt_ids, prompt_mask, completion_ids, completio
             k = int(completion_mask[g, i].sum())
             sequence = torch.cat([prompt, completion_ids[g, i, :k]])
             logits = model(sequence[None]).logits[0, len(prompt) - 1 : len(prompt) - 1 + k].float()
-            logp = torch.log_softmax(logits, -1)
+            logp = torch.log_softmax(logits / temperature, -1)
             logprobs[g, i, :k] = logp.gather(-1, sequence[len(prompt) :, None]).squeeze(-1)
             entropy[g, i, :k] = -(logp.exp() * logp).sum(-1)
     return logprobs, entropy
@@ -95,6 +96,24 @@ def test_shared_prefix_and_plain_match_the_unpadded_reference(attn):
     pad = batch[3] == 0
     assert bool((shared.logprobs[pad] == 0).all()) and bool((shared.entropy[pad] == 0).all())
     assert bool((shared.logprobs[~pad] < -1).all())
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_temperature_gives_log_probs_and_entropy_of_the_tempered_softmax(temperature):
+    model, batch = tiny_llama(), ragged_batch(seed=8)
+    with torch.no_grad():
+        ref_logprobs, ref_entropy = unpadded_reference(model, *batch, temperature=temperature)
+        untempered, _ = unpadded_reference(model, *batch)
+        for shared in (True, False):
+            stats = completion_logprobs(
+                model, *batch, shared_prefix=shared, with_entropy=True, token_chunk=5, temperature=temperature
+            )
+            torch.testing.assert_close(stats.logprobs, ref_logprobs, atol=1e-4, rtol=0)
+            torch.testing.assert_close(stats.entropy, ref_entropy, atol=1e-4, rtol=0)
+    real = batch[3].bool()
+    assert float((ref_logprobs - untempered)[real].abs().max()) > 1e-2  # the temperature really changes the numbers
+    with pytest.raises(ValueError, match="temperature=0"):
+        completion_logprobs(model, *batch, temperature=0.0)
 
 
 @pytest.mark.parametrize("token_chunk", [1024, 5])

@@ -2,7 +2,7 @@
 
 import torch
 
-from passk_exp.rollout.base import RolloutBatch, completion_mask_until_eos, left_pad, render_prompt
+from passk_exp.rollout.base import RolloutBatch, completion_mask_until_eos, left_pad, render_prompt, truncated_samples
 
 
 def test_left_pad_aligns_prompts_to_the_right():
@@ -16,6 +16,15 @@ def test_completion_mask_keeps_the_first_eos_and_drops_what_follows():
     completions = torch.tensor([[4, 5, 2, 2, 2], [4, 2, 9, 2, 7], [4, 5, 6, 7, 8], [2, 2, 2, 2, 2]])
     mask = completion_mask_until_eos(completions, [eos])
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+def test_truncated_means_every_allowed_token_used_and_no_eos_among_them():
+    eos, limit = 2, 4
+    completions = torch.tensor([[4, 5, 6, 7], [4, 5, 6, 2], [4, 2, 2, 2], [4, 5, 9, 9], [3, 3, 3, 3]])
+    mask = completion_mask_until_eos(completions, [eos])
+    mask[3, 2:] = 0  # a backend that stopped early (shorter than the limit, no EOS): not cut by the limit
+    assert truncated_samples(completions, mask, [eos], limit).tolist() == [True, False, False, False, True]
+    assert truncated_samples(completions, mask, [eos], limit + 1).tolist() == [False] * 5
 
 
 def test_completion_mask_handles_several_eos_ids():
@@ -44,8 +53,10 @@ def test_select_keeps_groups_aligned():
         completion_ids=torch.arange(3 * 2 * 4).view(3, 2, 4),
         completion_mask=torch.ones(3, 2, 4, dtype=torch.long),
         texts=[["a", "b"], ["c", "d"], ["e", "f"]],
+        truncated=torch.tensor([[True, False], [False, False], [False, True]]),
     )
     sub = batch.select([2, 0])
     assert sub.prompt_ids.tolist() == [[4, 5], [0, 1]]
     assert sub.texts == [["e", "f"], ["a", "b"]]
     assert sub.completion_ids[0].tolist() == batch.completion_ids[2].tolist()
+    assert sub.truncated.tolist() == [[False, True], [True, False]]

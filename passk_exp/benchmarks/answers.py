@@ -32,6 +32,14 @@ def to_fraction(number: str) -> Optional[Fraction]:
         return None
 
 
+def canonical_answer(answer: str) -> str:
+    """A plain decimal number as its exact value ("8.0", "8" and "1,000.00" -> "8", "8", "1000"; "0.5" -> "1/2"),
+    anything else (expressions, exponents, words) stripped verbatim."""
+    stripped = answer.strip()
+    value = to_fraction(stripped) if _NUMBER.fullmatch(stripped) else None
+    return str(value) if value is not None else stripped
+
+
 def numbers_equal(a: str, b: object) -> bool:
     """Exact numeric equality of two decimal strings (or a string and an int/Fraction)."""
     left = to_fraction(a)

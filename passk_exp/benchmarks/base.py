@@ -168,6 +168,12 @@ class Benchmark(ABC):
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
         """One reward in [0, 1] per (problem, completion) pair, same order. A verifier crash gives 0.0 and a warning."""
 
+    def final_answer(self, problem: Problem, completion: str) -> Optional[str]:
+        """The final answer the verifier reads from `completion`, in a canonical form so that equal answers compare
+        equal as strings (evaluation counts distinct answers per problem, a diversity signal). None when the
+        completion holds no answer, and always None (this default) for a benchmark that extracts none."""
+        return None
+
     def _check_batch(self, problems: Sequence[Problem], completions: Sequence[str]) -> None:
         if len(problems) != len(completions):
             raise ValueError(

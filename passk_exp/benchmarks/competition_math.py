@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from passk_exp.benchmarks.answers import last_boxed
-from passk_exp.benchmarks.base import Record
+from passk_exp.benchmarks.answers import canonical_answer, last_boxed
+from passk_exp.benchmarks.base import Problem, Record
 from passk_exp.benchmarks.files import FileBenchmark, FileOptions
 from passk_exp.benchmarks.mathcheck import score_math
 
@@ -53,3 +53,10 @@ class CompetitionMath(FileBenchmark):
             demo=demo,
             meta={key: row[key] for key in ("level", "subject", "type") if key in row},
         )
+
+    def final_answer(self, problem: Problem, completion: str) -> Optional[str]:
+        """The last `\\boxed{}` answer `score_math` checks first (numbers canonical, LaTeX verbatim: two spellings of
+        one expression count as two answers). A completion without a box gives None: math-verify's fallback extraction
+        is a sympy parse, too slow to run on every eval sample for a diversity count."""
+        boxed = last_boxed(completion)
+        return canonical_answer(boxed) if boxed is not None else None

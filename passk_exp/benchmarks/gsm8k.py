@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from passk_exp.benchmarks.answers import hash_answer
-from passk_exp.benchmarks.base import Record
+from passk_exp.benchmarks.answers import canonical_answer, hash_answer
+from passk_exp.benchmarks.answers import final_answer as extract_final_answer
+from passk_exp.benchmarks.base import Problem, Record
 from passk_exp.benchmarks.files import FileBenchmark, FileOptions
 from passk_exp.benchmarks.mathcheck import score_gsm8k
 
@@ -40,3 +41,8 @@ class GSM8K(FileBenchmark):
             answer=reference,
             demo=demo,
         )
+
+    def final_answer(self, problem: Problem, completion: str) -> Optional[str]:
+        """The answer `score_gsm8k` checks: `####`, else the last boxed answer, else the last number."""
+        answer = extract_final_answer(completion)
+        return canonical_answer(answer) if answer is not None else None

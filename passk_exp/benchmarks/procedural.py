@@ -105,6 +105,10 @@ class ReasoningGym(Benchmark):
                 yield self._problem(record)
             epoch += 1
 
+    def final_answer(self, problem: Problem, completion: str) -> Optional[str]:
+        answer = tagged_answer(self.options.answer_tag, completion)
+        return answer.strip() if answer is not None else None
+
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
         self._check_batch(problems, completions)
         items = [(self._scorer, self.options.answer_tag, self.options.binarize, p.meta["entry"], text)
@@ -112,11 +116,18 @@ class ReasoningGym(Benchmark):
         return self._inline.map(score_entry, items, [p.id for p in problems])
 
 
-def score_entry(dataset, tag: Optional[str], binarize: bool, entry: dict, completion: str) -> float:
-    """reasoning-gym's own score of the tagged answer (0 without one), binarised when asked."""
+def tagged_answer(tag: Optional[str], completion: str) -> Optional[str]:
+    """The text `score_entry` scores: the last `<tag>...</tag>` content (None without one), or the whole completion."""
+    if not tag:
+        return completion.strip()
     from reasoning_gym.utils import extract_answer
 
-    answer = extract_answer(completion, tag_name=tag) if tag else completion.strip()
+    return extract_answer(completion, tag_name=tag)
+
+
+def score_entry(dataset, tag: Optional[str], binarize: bool, entry: dict, completion: str) -> float:
+    """reasoning-gym's own score of the tagged answer (0 without one), binarised when asked."""
+    answer = tagged_answer(tag, completion)
     if answer is None:
         return 0.0
     value = float(dataset.score_answer(answer=answer, entry=entry))

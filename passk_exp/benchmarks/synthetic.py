@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence
 
-from passk_exp.benchmarks.answers import last_number, to_fraction
+from passk_exp.benchmarks.answers import canonical_answer, last_number, to_fraction
 from passk_exp.benchmarks.base import Benchmark, Problem, PromptOptions, Record
 from passk_exp.benchmarks.scoring import VerifierPool
 
@@ -121,6 +121,11 @@ class Synthetic(Benchmark):
         while True:
             yield self._problem(self._record(rng, "stream", index))
             index += 1
+
+    def final_answer(self, problem: Problem, completion: str) -> Optional[str]:
+        """The last number, as both rewards read it."""
+        guess = last_number(completion)
+        return canonical_answer(guess) if guess is not None else None
 
     def score(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
         self._check_batch(problems, completions)

@@ -27,6 +27,7 @@ class RolloutBatch:
     completion_ids: Tensor  # [G, n, C] right-padded with pad_token_id
     completion_mask: Tensor  # [G, n, C] 1 up to and including the first EOS
     texts: list[list[str]]  # [G][n] decoded completions, special tokens removed
+    truncated: Tensor  # [G, n] bool: the sample was cut at max_new_tokens without an EOS (see `truncated_samples`)
 
     @property
     def groups(self) -> int:
@@ -48,6 +49,7 @@ class RolloutBatch:
             self.completion_ids[index],
             self.completion_mask[index],
             [self.texts[i] for i in index.tolist()],
+            self.truncated[index],
         )
 
 
@@ -97,9 +99,22 @@ def completion_mask_until_eos(completions: Tensor, eos_ids: Sequence[int]) -> Te
     Without an EOS the whole row counts (the completion was cut at max_new_tokens). Padding after an EOS is masked by
     the 'after the first EOS' rule, which also works when the pad id equals the EOS id (common).
     """
-    is_eos = torch.zeros_like(completions, dtype=torch.bool)
-    for eos in eos_ids:
-        is_eos |= completions == eos
+    is_eos = _is_eos(completions, eos_ids)
     # Count EOS tokens strictly before each position: the mask keeps positions with none before them.
     eos_before = torch.cumsum(is_eos.long(), dim=-1) - is_eos.long()
     return (eos_before == 0).long()
+
+
+def truncated_samples(completions: Tensor, mask: Tensor, eos_ids: Sequence[int], max_new_tokens: int) -> Tensor:
+    """[..., C] generated ids and their completion mask -> [...] bool, True where the sample used all `max_new_tokens`
+    tokens and none of them is an EOS: the limit cut it, the model did not finish it. A completion whose last allowed
+    token is its EOS is finished, not truncated."""
+    ended = (_is_eos(completions, eos_ids) & mask.bool()).any(dim=-1)
+    return (mask.sum(dim=-1) >= max_new_tokens) & ~ended
+
+
+def _is_eos(completions: Tensor, eos_ids: Sequence[int]) -> Tensor:
+    is_eos = torch.zeros_like(completions, dtype=torch.bool)
+    for eos in eos_ids:
+        is_eos |= completions == eos
+    return is_eos

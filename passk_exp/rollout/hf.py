@@ -17,6 +17,7 @@ from passk_exp.rollout.base import (
     SamplingParams,
     completion_mask_until_eos,
     encode_prompts,
+    truncated_samples,
 )
 from passk_exp.rollout.sampling import InverseCdfSampler
 
@@ -80,6 +81,7 @@ class HFRollout:
             [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=self.pad_id) for c in chunks]
         )
         mask = completion_mask_until_eos(completions, self.eos_ids)
+        truncated = truncated_samples(completions, mask, self.eos_ids, sampling.max_new_tokens)
         completions = torch.where(mask.bool(), completions, torch.full_like(completions, self.pad_id))
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
         groups = len(prompts)
@@ -89,4 +91,5 @@ class HFRollout:
             completion_ids=completions.view(groups, n, width),
             completion_mask=mask.view(groups, n, width),
             texts=[texts[g * n : (g + 1) * n] for g in range(groups)],
+            truncated=truncated.view(groups, n),
         )

@@ -13,7 +13,13 @@ from typing import Sequence
 
 import torch
 
-from passk_exp.rollout.base import RolloutBatch, SamplingParams, completion_mask_until_eos, encode_prompts
+from passk_exp.rollout.base import (
+    RolloutBatch,
+    SamplingParams,
+    completion_mask_until_eos,
+    encode_prompts,
+    truncated_samples,
+)
 from passk_exp.rollout.hf import eos_token_ids
 
 
@@ -79,6 +85,7 @@ class VLLMRollout:
         mask = completion_mask_until_eos(completions, self.eos_ids)
         lengths = torch.as_tensor([len(r) for r in rows])
         mask &= (torch.arange(width)[None, :] < lengths[:, None]).long()
+        truncated = truncated_samples(completions, mask, self.eos_ids, sampling.max_new_tokens)
         decoded = self.tokenizer.batch_decode(
             torch.where(mask.bool(), completions, torch.full_like(completions, self.pad_id)), skip_special_tokens=True
         )
@@ -89,4 +96,5 @@ class VLLMRollout:
             completion_ids=completions.view(groups, n, width),
             completion_mask=mask.view(groups, n, width),
             texts=[decoded[g * n : (g + 1) * n] for g in range(groups)],
+            truncated=truncated.view(groups, n),
         )
