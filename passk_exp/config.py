@@ -108,6 +108,7 @@ class PasskSchema:
     schedule: Any = None
     regularizer: Any = None
     model: Any = None
+    finetune: Any = None
     benchmark: Any = None
     rollout: Any = None
 
@@ -250,4 +251,7 @@ def validate_config(cfg: DictConfig) -> PasskSchema:
     from passk_exp.models import validate_model_config
 
     validate_model_config(cfg.model)
+    from passk_exp.finetune import parse_finetune
+
+    parse_finetune(cfg.get("finetune"))
     return typed
