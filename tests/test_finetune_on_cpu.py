@@ -278,3 +278,14 @@ def test_a_run_trains_logs_its_counts_checkpoints_what_trains_and_resumes_to_the
     assert finished.keys() == again.keys()
     for name, p in again.items():
         assert torch.equal(p, finished[name]), name
+
+
+@pytest.mark.slow
+def test_a_lora_run_with_the_kl_regularizer_measures_kl_to_the_base_model(tmp_path, mlflow_client):
+    trainer = _trainer(tmp_path, "tiny", ["finetune=lora", "finetune.r=4", "regularizer=kl", "regularizer.beta=0.1"])
+    trainer.run()
+    run = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("test").experiment_id])[0]
+    kl = {m.step: m.value for m in mlflow_client.get_metric_history(run.info.run_id, "train/kl")}
+    assert sorted(kl) == [1, 2]
+    assert abs(kl[1]) < 1e-6  # B = 0 at the start: the adapted policy is the base model
+    assert kl[2] > 0  # after one update the adapters are on for the policy and off for the reference
