@@ -129,6 +129,17 @@ def test_logprobs_of_the_lora_model_are_its_forward_log_softmax_and_only_adapter
                 assert p.grad is None, name
 
 
+def test_lora_trains_under_activation_checkpointing_with_the_embeddings_frozen():
+    model, _ = load_policy({**TINY, "gradient_checkpointing": True})
+    policy = apply_finetune(model, lora()).model
+    perturb_adapters(policy)
+    batch = ragged_batch(groups=2)
+    stats = completion_logprobs(policy, *batch)  # the checkpointed decoder turns the shared prefix off by itself
+    (stats.logprobs * batch[3]).sum().backward()
+    grads = [p.grad for name, p in policy.named_parameters() if "lora_B" in name]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def test_frozen_base_linears_of_lora_layers_go_bf16_and_compute_the_same_numbers():
     model = tiny_llama()
     policy = apply_finetune(model, lora()).model
