@@ -74,6 +74,9 @@ def restore_model(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> Non
     missing = sorted(set(saved) - set(params))
     if missing:
         raise ValueError(f"checkpoint holds parameters this model lacks, e.g. {missing[:3]}: was the model changed?")
+    untouched = sorted(name for name, p in params.items() if p.requires_grad and name not in saved)
+    if untouched:  # e.g. LoRA on more target modules than the saved adapter: those would silently restart
+        raise ValueError(f"checkpoint lacks parameters this model trains, e.g. {untouched[:3]}: was finetune changed?")
     with torch.no_grad():
         for name, value in saved.items():
             params[name].copy_(value.to(params[name].device))

@@ -109,6 +109,7 @@ class PasskSchema:
     schedule: Any = None
     regularizer: Any = None
     model: Any = None
+    finetune: Any = None
     benchmark: Any = None
     rollout: Any = None
 
@@ -263,4 +264,7 @@ def validate_config(cfg: DictConfig) -> PasskSchema:
     from passk_exp.models import validate_model_config
 
     validate_model_config(cfg.model)
+    from passk_exp.finetune import parse_finetune
+
+    parse_finetune(cfg.get("finetune"))
     return typed

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from passk_exp.finetune import merged_state_dict
 from passk_exp.rollout.base import (
     RolloutBatch,
     SamplingParams,
@@ -56,7 +57,8 @@ class VLLMRollout:
 
     @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module) -> None:
-        weights = ((name, p.detach()) for name, p in model.state_dict().items())
+        # A LoRA policy: the base model's names, adapted weights merged (W + scale·B·A), as vLLM's model expects.
+        weights = ((name, p.detach()) for name, p in merged_state_dict(model).items())
         if hasattr(self.llm, "apply_model"):
             self.llm.apply_model(lambda engine_model: engine_model.load_weights(weights))
         else:
