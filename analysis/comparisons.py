@@ -107,7 +107,7 @@ def compare(stats: ArmStats, arms: list[str], reference: dict[str, str] | None =
                 "arm": arm_label(me, arms), "reference": arm_label(ref, arms), "k": k, "diff": diff,
                 "diff_lo": lo, "diff_hi": hi, "p": p,
                 "comparable": stats.method != "bootstrap" or stats.problem_set[i] == stats.problem_set[j],
-                "high_variance": high_variance(k, min(me["n_eval"], ref["n_eval"])),
+                "high_variance": high_variance(k, pd.Series([me["n_eval"], ref["n_eval"]], dtype="Float64").min()),
             })
     out = pd.DataFrame(rows)
     if out.empty:

@@ -67,10 +67,18 @@ def _interval(row: pd.Series, ks: list[int], metric: str) -> tuple[np.ndarray, n
     return mean, np.where(np.isnan(lo), mean, lo), np.where(np.isnan(hi), mean, hi)
 
 
-def _high_variance_from(table: pd.DataFrame) -> float:
-    """The k above which a panel's Pass@k is high variance: n_eval/2 of its smallest n_eval (inf when unknown)."""
-    n_eval = pd.to_numeric(table.get("n_eval", pd.Series(dtype=float)), errors="coerce").min()
-    return float(n_eval) / 2 if np.isfinite(n_eval) else np.inf
+def _high_variance_span(table: pd.DataFrame, ks: list[int]) -> tuple[float, float] | None:
+    """The k range (log2-midpoints around the flagged ks) where a panel's Pass@k is high variance, k > n_eval/2 of its
+    smallest n_eval; None when no logged k is."""
+    from analysis.intervals import high_variance
+
+    n_eval = pd.Series(table.get("n_eval", pd.Series(dtype=float)), dtype="Float64").min()  # NA when unknown
+    flagged = [i for i, k in enumerate(ks) if high_variance(k, n_eval)]
+    if not flagged:
+        return None
+    first = flagged[0]
+    start = np.sqrt(ks[first - 1] * ks[first]) if first > 0 else ks[0] / 2 ** 0.25
+    return float(start), float(ks[-1] * 2 ** 0.25)
 
 
 def passk_curves_png(summary: pd.DataFrame, arms: list[str], ks: list[int], title: str,
@@ -87,8 +95,8 @@ def passk_curves_png(summary: pd.DataFrame, arms: list[str], ks: list[int], titl
             mean, lo, hi = _interval(row, ks, metric)
             ax.plot(x, mean, marker="o", ms=3, color=colors[label], label=f"{label} ({row['seeds']} seeds)")
             ax.fill_between(x, lo, hi, color=colors[label], alpha=0.15, linewidth=0)
-        if (above := _high_variance_from(table)) < ks[-1]:
-            ax.axvspan(max(above, ks[0]), ks[-1], color="0.85", alpha=0.5, linewidth=0, label="k > n_eval/2")
+        if span := _high_variance_span(table, ks):
+            ax.axvspan(*span, color="0.85", alpha=0.5, linewidth=0, label="k > n_eval/2 (high variance)")
         if k_target is not None and ks[0] <= k_target <= ks[-1]:
             ax.axvline(k_target, color="0.4", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
@@ -133,9 +141,9 @@ def passk_curves_html(
                 row=row_i, col=col_i,
             )
             shown.add(label)
-        if (above := _high_variance_from(table)) < ks[-1]:
-            fig.add_vrect(x0=np.log2(max(above, ks[0])), x1=np.log2(ks[-1]), fillcolor="gray", opacity=0.15,
-                          line_width=0, annotation_text="k > n_eval/2", row=row_i, col=col_i)
+        if span := _high_variance_span(table, ks):
+            fig.add_vrect(x0=np.log2(span[0]), x1=np.log2(span[1]), fillcolor="gray", opacity=0.15, line_width=0,
+                          annotation_text="k > n_eval/2", row=row_i, col=col_i)
         if k_target is not None:
             fig.add_vline(x=np.log2(k_target), line_dash="dot", line_color="gray", row=row_i, col=col_i)
         fig.update_xaxes(type="log", tickvals=ks, ticktext=[str(k) for k in ks], title_text="k", row=row_i, col=col_i)

@@ -37,11 +37,12 @@ class ArmStats:
     replicates: dict[tuple[int, str, int], np.ndarray] = field(default_factory=dict)
     problem_set: list[int | None] = field(default_factory=list)
     note: str = ""  # why the fallback was used, for the report
+    resamples: int = 0  # B actually drawn (bootstrap only)
 
-    def method_text(self, resamples: int = bootstrap.RESAMPLES) -> str:
+    def method_text(self) -> str:
         level = int(round(100 * (1 - bootstrap.ALPHA)))
         if self.method == "bootstrap":
-            return (f"{level}% percentile bootstrap intervals, B = {resamples} resamples (fixed RNG seed "
+            return (f"{level}% percentile bootstrap intervals, B = {self.resamples} resamples (fixed RNG seed "
                     f"{bootstrap.RNG_SEED}) of the eval problems (the same resampled problems for every arm: paired) "
                     "and, for arms with two or more seeds, of the seeds; with one seed the interval covers problems "
                     "only")
@@ -95,10 +96,18 @@ def arm_statistics(
     base["seeds"] = [rows["seed"].nunique() for _, rows in groups]
     base["eval_overlap"] = [_overlap_text(rows) for _, rows in groups]
     if all(have):
-        return _bootstrap_stats(runs, groups, base, records, resamples, rng_seed)
+        return _bootstrap_stats(runs, groups, base, records, enough_resamples(resamples, len(groups), len(runs.ks)),
+                                rng_seed)
     note = ("no run has eval records" if not any(have)
             else f"{len(have) - sum(have)} of {len(have)} runs lack eval records")
     return _seed_stats(runs, groups, base, note)
+
+
+def enough_resamples(resamples: int, arms: int, ks: int) -> int:
+    """At least `resamples`, and enough that the smallest bootstrap p-value, 2/(B+1), is a quarter of Holm's strictest
+    threshold alpha/m for the largest possible comparison family (m = (arms - 1) * ks), so a clear difference can win."""
+    family = max(1, (arms - 1) * ks)
+    return max(resamples, int(np.ceil(8 * family / bootstrap.ALPHA)))
 
 
 def _bootstrap_stats(runs, groups, base, records, resamples, rng_seed) -> ArmStats:
@@ -121,9 +130,10 @@ def _bootstrap_stats(runs, groups, base, records, resamples, rng_seed) -> ArmSta
     if continuous:
         ks["max_at"] = list(runs.ks)
     table = base.copy()
-    table["n_eval"] = [_n_eval(rows, found) for (_, rows), found in zip(groups, arm_records)]
+    table["n_eval"] = pd.array([_n_eval(rows, found) for (_, rows), found in zip(groups, arm_records)], dtype="Int64")
     table["problems"] = [len(found[0].problem_ids) for found in arm_records]
-    stats = ArmStats(table, ks, "bootstrap", problem_set=[sets[found[0].problem_ids] for found in arm_records])
+    stats = ArmStats(table, ks, "bootstrap", problem_set=[sets[found[0].problem_ids] for found in arm_records],
+                     resamples=resamples)
     columns: dict[str, list[float]] = {}
     for row, found in enumerate(arm_records):
         seed_weights = bootstrap.multiplicity_weights(np.random.default_rng([rng_seed, 1 << 20, row]), len(found),
@@ -151,7 +161,7 @@ def _seed_stats(runs, groups, base, note) -> ArmStats:
     max_ks = sorted(int(c.rsplit("_", 1)[1]) for c in runs.frame if c.startswith("eval/max_at_"))
     ks = {"pass_at": list(runs.ks), **({"max_at": max_ks} if max_ks else {})}
     table = base.copy()
-    table["n_eval"] = [_n_eval(rows, None) for _, rows in groups]
+    table["n_eval"] = pd.array([_n_eval(rows, None) for _, rows in groups], dtype="Int64")
     stats = ArmStats(table, ks, "t", problem_set=[None] * len(groups), note=note)
     columns: dict[str, list[float]] = {}
     for row, (_, rows) in enumerate(groups):
@@ -168,6 +178,7 @@ def _seed_stats(runs, groups, base, note) -> ArmStats:
     return stats
 
 
-def high_variance(k: int, n_eval: float) -> bool:
-    """Pass@k with k > n_eval / 2 rests on few distinct k-subsets of the n_eval samples: flagged in tables and plots."""
-    return bool(np.isfinite(n_eval) and k > n_eval / 2)
+def high_variance(k: int, n_eval) -> bool:
+    """Pass@k with k > n_eval / 2 rests on few distinct k-subsets of the n_eval samples: flagged in tables and plots.
+    False when n_eval is unknown (NaN or NA)."""
+    return bool(not pd.isna(n_eval) and k > float(n_eval) / 2)

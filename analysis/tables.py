@@ -153,6 +153,8 @@ def schedule_table(runs: Runs, summary: pd.DataFrame, arms: list[str]) -> pd.Dat
 
 
 def _cell(value) -> str:
+    if value is pd.NA or value is None:
+        return "n/a"
     if isinstance(value, (float, np.floating)):
         return "n/a" if np.isnan(value) else f"{value:.4f}"
     return str(value)
