@@ -146,11 +146,12 @@ def to_markdown(comparisons: pd.DataFrame, stats: ArmStats, arms: list[str], tit
            f"Welch's t-test over the seeds' final metrics ({stats.note}); arms with one seed get no test")
     ref = (f"the arm with {reference} in each panel" if reference else
            "the same method at K = 1 (fixed schedule), else grpo at the same K, else grpo at K = 1, within each panel")
+    family = int(np.isfinite(comparisons["p"]).sum())
     lines = [f"# {title}: each arm against its reference", "",
              f"Reference: {ref}. Interval: {int(100 * (1 - level))}% CI of arm − reference, {how}. "
-             f"Verdict: Holm-corrected at level α = {level} over the family of all {int(np.isfinite(comparisons['p']).sum())} "
-             "(arm, k) rows below that have a p-value; \"wins\"/\"loses\" = the difference is nonzero at that level, "
-             "\"no decision\" = it is not. † marks k > n_eval/2 (high variance: few distinct k-subsets of the samples).",
+             f"Verdict: Holm-corrected at level α = {level} over the family of all {family} (arm, k) rows below "
+             "that have a p-value; \"wins\"/\"loses\" = the difference is nonzero at that level, \"no decision\" = "
+             "it is not. † marks k > n_eval/2 (high variance: few distinct k-subsets of the samples).",
              ""]
     first = [c for c in panel_columns(arms)] + ["arm", "reference"]
     at_target = comparisons[comparisons["k"] == comparisons["K"]]

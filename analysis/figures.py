@@ -218,15 +218,14 @@ def pareto_html(
     for index, (_, table) in enumerate(panels):
         row_i, col_i = index // cols + 1, index % cols + 1
         for method, points in table.groupby("method", sort=True):
+            x_err, y_err = _cross(points, "x"), _cross(points, "y")
             fig.add_scatter(
                 x=points["x"], y=points["y"], mode="markers+text", text=[_point_label(p, arms) for _, p in points.iterrows()],
                 textposition="top right", name=method, legendgroup=method, showlegend=method not in shown,
                 marker=dict(color=[colors[method] if kept else "white" for kept in points["on_front"]], size=9,
                             line=dict(color=colors[method], width=1.5)),
-                error_x=dict(type="data", symmetric=False, array=_cross(points, "x")[1], arrayminus=_cross(points, "x")[0],
-                             visible=True),
-                error_y=dict(type="data", symmetric=False, array=_cross(points, "y")[1], arrayminus=_cross(points, "y")[0],
-                             visible=True),
+                error_x=dict(type="data", symmetric=False, array=x_err[1], arrayminus=x_err[0], visible=True),
+                error_y=dict(type="data", symmetric=False, array=y_err[1], arrayminus=y_err[0], visible=True),
                 customdata=np.stack([points["seeds"], np.where(points["on_front"], "", " (dominated at the CI level)")],
                                     axis=1),
                 hovertemplate=f"{method}<br>Pass@1=%{{x:.4f}}<br>Pass@{k_hi}=%{{y:.4f}}<br>seeds=%{{customdata[0]}}"

@@ -27,7 +27,7 @@ METRICS = ("pass_at", "max_at")
 
 @dataclass
 class ArmStats:
-    """`table`: one row per arm (arm columns, seeds, n_eval, problems, eval_overlap, and `{metric}_{k}_{mean,std,lo,hi}`);
+    """`table`: one row per arm (arm columns, seeds, n_eval, problems, eval_overlap, `{metric}_{k}_{mean,std,lo,hi}`);
     `replicates[(row, metric, k)]`: [B] bootstrap means (records) or [S] seed values (fallback); `problem_set[row]`:
     an id shared by arms evaluated on the same problems (None without records)."""
 
@@ -105,7 +105,7 @@ def arm_statistics(
 
 def enough_resamples(resamples: int, arms: int, ks: int) -> int:
     """At least `resamples`, and enough that the smallest bootstrap p-value, 2/(B+1), is a quarter of Holm's strictest
-    threshold alpha/m for the largest possible comparison family (m = (arms - 1) * ks), so a clear difference can win."""
+    threshold alpha/m for the largest possible comparison family (m = (arms - 1) * ks): a clear difference can win."""
     family = max(1, (arms - 1) * ks)
     return max(resamples, int(np.ceil(8 * family / bootstrap.ALPHA)))
 

@@ -181,7 +181,8 @@ def drop_duplicate_seeds(out: pd.DataFrame, params: list[str], end_times) -> tup
     """Keep one run per (every arm-defining tag and param, seed): the FINISHED one that ended last. Returns the kept
     rows and the run ids left out."""
     key = [*REQUIRED_TAGS, *DESCRIPTIVE_TAGS, *params]
-    order = out.assign(_finished=out["status"].eq("FINISHED"), _end=pd.to_datetime(pd.Series(end_times, index=out.index)))
+    ended = pd.to_datetime(pd.Series(end_times, index=out.index))
+    order = out.assign(_finished=out["status"].eq("FINISHED"), _end=ended)
     order = order.sort_values(["_finished", "_end"], kind="stable", na_position="first")
     latest = ~order.duplicated(key, keep="last")
     dropped = order.loc[~latest, "run_id"].tolist()

@@ -16,11 +16,15 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from analysis import bootstrap, comparisons, figures
 from analysis.intervals import ArmStats, arm_statistics
 from analysis.load import SUMMARY_TAG, AnalysisError, Runs, load_runs
 from analysis.records import RunRecords, load_last_records
-from analysis.tables import arm_columns, pareto_k, pareto_table, schedule_table, summary_table, to_markdown
+from analysis.tables import (
+    arm_columns, panel_columns, pareto_k, pareto_table, schedule_table, summary_table, to_markdown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +40,20 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
-def warnings_of(runs: Runs, stats: ArmStats) -> list[str]:
-    """The lines every markdown output repeats: eval-overlap flags, duplicates, the fallback."""
+def warnings_of(runs: Runs, stats: ArmStats, arms: list[str]) -> list[str]:
+    """The lines every markdown output repeats: eval-overlap flags, different eval problems, the fallback."""
     lines = []
     flagged = stats.table[stats.table["eval_overlap"] != ""]
     if len(flagged):
         lines.append(f"WARNING: {len(flagged)} arm(s) trained on problems that may include eval problems "
                      f"(tag allow_overlap=true or param train_eval_overlap > 0; column eval_overlap): their Pass@k "
                      "is not a held-out measure.")
+    panels = panel_columns(arms)
+    sets = stats.table.assign(_set=stats.problem_set)
+    per_panel = sets.groupby(panels, dropna=False)["_set"].nunique() if panels else sets["_set"].nunique()
+    if (pd.Series(per_panel) > 1).any():
+        lines.append("WARNING: arms of one panel were evaluated on different problem sets (by problem_id): their "
+                     "comparisons get no decision; check the benchmark's eval split and eval_size.")
     if stats.method != "bootstrap":
         lines.append(f"WARNING: no per-problem eval records ({stats.note}): intervals fall back to the seeds' final "
                      "metrics.")
@@ -116,7 +126,7 @@ def run_analysis(
     stats = arm_statistics(runs, arms, records, resamples)
     if not use_records:
         stats.note = "not read (--no-records)"
-    warnings = warnings_of(runs, stats)
+    warnings = warnings_of(runs, stats, arms)
     for line in warnings:
         log.warning("%s", line)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,10 @@ N_EVAL = 8
 KS = (1, 2, 4, 8)
 
 
-def records_frame(rewards: np.ndarray) -> pd.DataFrame:
+def records_frame(rewards: np.ndarray, prefix: str = "p") -> pd.DataFrame:
     """The harness's records table for rewards [P, n]: a sample is correct when its reward is 1."""
     return pd.DataFrame({
-        "problem_id": [f"p{i:03d}" for i in range(len(rewards))],
+        "problem_id": [f"{prefix}{i:03d}" for i in range(len(rewards))],
         "n": rewards.shape[1], "c": (rewards == 1).sum(axis=1), "rewards": list(rewards),
         "mean_len": 10.0, "truncated": 0,
     })
@@ -33,7 +33,7 @@ def records_frame(rewards: np.ndarray) -> pd.DataFrame:
 
 def log_run(client, experiment_id, tmp_path, method: str, K: int, seed: int, rewards: np.ndarray, steps: int = 2,
             steps_param: int | None = None, tags: dict | None = None, params: dict | None = None,
-            with_records: bool = True) -> str:
+            with_records: bool = True, prefix: str = "p") -> str:
     """A harness-shaped run: tags, params, train metrics at steps 1..steps, eval metrics and records at steps 0 and
     `steps` (step 0's records are all-wrong, so a test that reads them would fail)."""
     run_tags = {"method": method, "K": str(K), "seed": str(seed), "n": "8", "schedule": "fixed", "regularizer": "none",
@@ -51,7 +51,7 @@ def log_run(client, experiment_id, tmp_path, method: str, K: int, seed: int, rew
     if with_records:
         for step, table in ((0, np.zeros_like(rewards)), (steps, rewards)):
             path = tmp_path / f"step_{step:05d}.parquet"
-            records_frame(table).to_parquet(path)
+            records_frame(table, prefix).to_parquet(path)
             client.log_artifact(run_id, str(path), "eval_records")
     client.set_terminated(run_id, "FINISHED")
     return run_id
@@ -190,6 +190,18 @@ def test_reference_option_and_problem_sets(store, tmp_path):
         run_analysis(uri, "study", tmp_path / "o2", log_to_mlflow=False, reference={"method": "grpo"})
     assert cli_main(["--tracking-uri", uri, "--experiment", "study", "--out", str(tmp_path / "o3"),
                      "--no-mlflow-log", "--reference", "method=grpo,K=1", "--resamples", "200"]) == 0
+
+
+def test_arms_on_different_eval_problems_are_flagged_and_not_compared(store, tmp_path):
+    uri, client, experiment_id = store
+    rng = np.random.default_rng(6)
+    p = rng.random(30)
+    log_run(client, experiment_id, tmp_path, "grpo", 1, 0, binary(rng, p))
+    log_run(client, experiment_id, tmp_path, "grpo", 4, 0, binary(rng, p), prefix="other")
+    report = run_analysis(uri, "study", tmp_path / "out", log_to_mlflow=False)
+    assert any("different problem sets" in line for line in report.warnings)
+    compared = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert set(compared["verdict"]) == {"no decision (different eval problems)"}
 
 
 def test_a_missing_sqlite_store_is_refused_with_its_resolved_path_and_nothing_is_created(tmp_path, monkeypatch, capsys):
