@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.intervals import high_variance, metric_label  # noqa: E402
 from analysis.tables import arm_label, panel_columns  # noqa: E402
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -70,8 +71,6 @@ def _interval(row: pd.Series, ks: list[int], metric: str) -> tuple[np.ndarray, n
 def _high_variance_span(table: pd.DataFrame, ks: list[int]) -> tuple[float, float] | None:
     """The k range (log2-midpoints around the flagged ks) where a panel's Pass@k is high variance, k > n_eval/2 of its
     smallest n_eval; None when no logged k is."""
-    from analysis.intervals import high_variance
-
     n_eval = pd.Series(table.get("n_eval", pd.Series(dtype=float)), dtype="Float64").min()  # NA when unknown
     flagged = [i for i, k in enumerate(ks) if high_variance(k, n_eval)]
     if not flagged:
@@ -106,7 +105,7 @@ def passk_curves_png(summary: pd.DataFrame, arms: list[str], ks: list[int], titl
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     for ax in axes[:, 0]:
-        ax.set_ylabel(f"final {metric.replace('_at', '@')}k")
+        ax.set_ylabel(f"final {metric_label(metric)}k")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     _suptitle(fig, title)
@@ -120,7 +119,7 @@ def passk_curves_html(
     from plotly.subplots import make_subplots
 
     panels = _curve_panels(summary, arms)
-    name = metric.replace("_at", "@") + "k"
+    name = metric_label(metric) + "k"
     rows, cols = _grid(len(panels))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in panels], shared_yaxes=True)
     labels = [arm_label(r, arms, with_k=p[2] is None) for p in panels for _, r in p[1].iterrows()]

@@ -25,6 +25,11 @@ from passk_exp.metrics import max_at_k, pass_at_k
 METRICS = ("pass_at", "max_at")
 
 
+def metric_label(metric: str) -> str:
+    """"pass_at" -> "pass@" (column names cannot hold "@", MLflow rejects it; labels can)."""
+    return metric.replace("_at", "@")
+
+
 @dataclass
 class ArmStats:
     """`table`: one row per arm (arm columns, seeds, n_eval, problems, eval_overlap, `{metric}_{k}_{mean,std,lo,hi}`);

@@ -40,7 +40,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
-def warnings_of(runs: Runs, stats: ArmStats, arms: list[str]) -> list[str]:
+def warnings_of(stats: ArmStats, arms: list[str]) -> list[str]:
     """The lines every markdown output repeats: eval-overlap flags, different eval problems, the fallback."""
     lines = []
     flagged = stats.table[stats.table["eval_overlap"] != ""]
@@ -126,7 +126,7 @@ def run_analysis(
     stats = arm_statistics(runs, arms, records, resamples)
     if not use_records:
         stats.note = "not read (--no-records)"
-    warnings = warnings_of(runs, stats, arms)
+    warnings = warnings_of(stats, arms)
     for line in warnings:
         log.warning("%s", line)
     out.mkdir(parents=True, exist_ok=True)

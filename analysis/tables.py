@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.intervals import METRICS, ArmStats, arm_statistics, high_variance, metric_label
 from analysis.load import DESCRIPTIVE_TAGS, SCHEDULE_PARAMS, Runs
+from analysis.records import RunRecords
 
 PARETO_K = 64  # the study's "Pass@1 vs Pass@64" front; the largest logged k stands in when 64 is absent
 
@@ -39,19 +41,15 @@ def panel_columns(arms: list[str]) -> list[str]:
     return [c for c in arms if not is_line_column(c)]
 
 
-def summarize(runs: Runs, records=None) -> pd.DataFrame:
+def summarize(runs: Runs, records: dict[str, RunRecords | None] | None = None) -> pd.DataFrame:
     """One row per arm: the arm columns, `seeds` (distinct seeds), n_eval, eval_overlap, `high_variance_ks` and
     `pass_at_{k}_mean` / `_std` / `_lo` / `_hi` for every logged k (see `intervals.arm_statistics`). A k a run did not
     log (n_eval < k) is left out of that run's statistics, not counted as 0."""
-    from analysis.intervals import arm_statistics
-
     return summary_table(arm_statistics(runs, arm_columns(runs), records))
 
 
-def summary_table(stats, metric: str = "pass_at") -> pd.DataFrame:
+def summary_table(stats: ArmStats, metric: str = "pass_at") -> pd.DataFrame:
     """The per-arm table of one metric (pass_at or max_at) from `intervals.ArmStats`, with `high_variance_ks`."""
-    from analysis.intervals import METRICS, high_variance
-
     table = stats.table
     others = [c for c in table if c.startswith(tuple(f"{m}_" for m in METRICS if m != metric))]
     table = table.drop(columns=others)
@@ -164,8 +162,6 @@ def to_markdown(table: pd.DataFrame, ks: list[int], best: bool = True, metric: s
     """A GitHub-flavoured markdown table; each k's `{metric}_{k}_mean`/`_lo`/`_hi` become one "mean [lo, hi]" column,
     a † marks a k above n_eval/2 (high variance) for that row, and with `best` the highest mean of a column is bold.
     The `eval_overlap` column is shown only when some arm is flagged."""
-    from analysis.intervals import METRICS, high_variance
-
     shown: list[str] = []
     cells: dict[str, list[str]] = {}
     for column in table.columns:
@@ -179,7 +175,7 @@ def to_markdown(table: pd.DataFrame, ks: list[int], best: bool = True, metric: s
     for k in ks:
         mean, lo, hi = (table[f"{metric}_{k}_{part}"] for part in ("mean", "lo", "hi"))
         top = mean.max()
-        name = f"{metric.replace('_at', '@')}{k}"
+        name = f"{metric_label(metric)}{k}"
         shown.append(name)
         cells[name] = [
             (f"**{m:.4f}**" if best and m == top and len(mean) > 1 else _cell(m))
