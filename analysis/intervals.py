@@ -6,7 +6,8 @@ With records: each run gives per-problem unbiased pass@k (`passk_exp.metrics.pas
 weight matrix per problem set, shared by every arm evaluated on it: paired) and seeds (per arm, when S >= 2). The mean
 is the mean over seeds of each seed's mean over problems, which is the logged eval/pass_at_{k}. With one seed the
 interval reflects the problems (and the eval samples behind each problem's estimate) only: there is no seed spread to
-add and none is faked. Without records: a Student-t interval over the seeds' final metrics (none with one seed).
+add and none is faked. A k above some seed's samples per problem (n < k) leaves that arm's k empty (NaN), never
+counted as 0. Without records: a Student-t interval over the seeds' final metrics (none with one seed).
 What this file leaves out: reading MLflow (`load`, `records`), references and tests between arms (`comparisons`).
 """
 

@@ -168,7 +168,8 @@ def tidy(frame: pd.DataFrame, statuses: tuple[str, ...] | None = ("FINISHED",)) 
     overlap = pd.to_numeric(_column(frame, f"params.{OVERLAP_PARAM}"), errors="coerce").fillna(0)
     out[OVERLAP_PARAM] = overlap.astype(int).to_numpy()
     ks = {k: f"eval/pass_at_{k}" for k in ks}
-    out, duplicates = drop_duplicate_seeds(out, params, _column(frame, "end_time").to_numpy())
+    times = {name: _column(frame, name).to_numpy() for name in ("end_time", "start_time")}
+    out, duplicates = drop_duplicate_seeds(out, params, times)
     if duplicates:
         reason = "an older run of the same config and seed (only the latest FINISHED one counts)"
         skipped[reason] = duplicates
@@ -177,13 +178,14 @@ def tidy(frame: pd.DataFrame, statuses: tuple[str, ...] | None = ("FINISHED",)) 
     return Runs(out, ks, skipped, params)
 
 
-def drop_duplicate_seeds(out: pd.DataFrame, params: list[str], end_times) -> tuple[pd.DataFrame, list[str]]:
-    """Keep one run per (every arm-defining tag and param, seed): the FINISHED one that ended last. Returns the kept
-    rows and the run ids left out."""
+def drop_duplicate_seeds(out: pd.DataFrame, params: list[str], times: dict) -> tuple[pd.DataFrame, list[str]]:
+    """Keep one run per (every arm-defining tag and param, seed): the FINISHED one that ended last (then started
+    last). `times`: {"end_time": [...], "start_time": [...]} in the rows' order. Returns the kept rows and the run ids
+    left out."""
     key = [*REQUIRED_TAGS, *DESCRIPTIVE_TAGS, *params]
-    ended = pd.to_datetime(pd.Series(end_times, index=out.index))
-    order = out.assign(_finished=out["status"].eq("FINISHED"), _end=ended)
-    order = order.sort_values(["_finished", "_end"], kind="stable", na_position="first")
+    ended, started = (pd.to_datetime(pd.Series(times[name], index=out.index)) for name in ("end_time", "start_time"))
+    order = out.assign(_finished=out["status"].eq("FINISHED"), _end=ended, _start=started)
+    order = order.sort_values(["_finished", "_end", "_start"], kind="stable", na_position="first")
     latest = ~order.duplicated(key, keep="last")
     dropped = order.loc[~latest, "run_id"].tolist()
     return out.loc[order.index[latest]].sort_index(), dropped
