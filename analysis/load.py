@@ -3,8 +3,12 @@
 A run is usable when it carries the tags `method`, `K` and `seed` and at least one metric `eval/pass_at_{k}` (the
 names the harness logs; the toy lab logs the same). "Final" is what MLflow reports as a run's latest value of each
 metric, i.e. the value at the last logged step. Runs that are not FINISHED, that lack the tags or the metrics, and the
-summary runs this package writes itself are left out, and each omission is reported, never silent. What this module
-leaves out: any statistic (see `tables`).
+summary runs this package writes itself are left out, and each omission is reported, never silent. So is a run that
+repeats the config and seed of a later one (a re-launch): only the latest FINISHED run of an (arm, seed) counts. The
+`steps` column is the last step at which a run logged a training metric (a resumed run keeps its first `steps` param
+even when the resume changed it). Runs tagged `allow_overlap=true` (training may include eval problems) or with a
+nonzero param `train_eval_overlap` carry that in the columns `allow_overlap` and `train_eval_overlap`, never in the arm.
+What this module leaves out: any statistic (see `tables`, `intervals`), eval records (`records`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -22,14 +27,16 @@ REQUIRED_TAGS = ("method", "K", "seed")
 DESCRIPTIVE_TAGS = ("schedule", "regularizer", "model", "benchmark", "n", "phase", "scale")
 INTEGER_TAGS = ("K", "seed", "n")
 PASS_AT = re.compile(r"^metrics\.eval/pass_at_(\d+)$")
+MAX_AT = re.compile(r"^metrics\.eval/max_at_(\d+)$")
 SUMMARY_TAG = "passk_analysis"  # set on the summary runs `report` writes, so a second analysis does not read them
 SCHEDULE_PARAMS = ("schedule.k_min", "schedule.k_max", "schedule.p_target", "schedule.milestones")
 # Logged params that never make two runs different arms: the seed itself, bookkeeping (cf. checkpoint.run_key) and
 # speed settings that compute the same method (runs logged before a setting existed lack it: still the same arm).
 IGNORED_PARAMS = re.compile(
     r"^(seed|.*\.seed|resume|quiet|checkpoint_dir|eval_every|save_every|tracking\..*"
-    r"|keep_freed_memory|train\.attention|train\.token_chunk|train\.shared_prefix)$"
+    r"|keep_freed_memory|train\.attention|train\.token_chunk|train\.shared_prefix|eval_ks|train_eval_overlap)$"
 )
+OVERLAP_TAG, OVERLAP_PARAM = "allow_overlap", "train_eval_overlap"
 
 
 class AnalysisError(ValueError):
@@ -52,10 +59,26 @@ def pass_at_columns(columns) -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
+def check_tracking_uri(tracking_uri: str) -> None:
+    """Refuse a sqlite URI whose database file does not exist, before MLflow would create an empty store there (a
+    relative `sqlite:///mlflow.db` resolves against the current directory, so a wrong directory is the usual cause)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return
+    path = tracking_uri[len(prefix):].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        raise AnalysisError(f"tracking store {tracking_uri} does not exist: no sqlite file at {resolved} "
+                            "(a relative sqlite path resolves against the current directory); nothing was created")
+
+
 def _search(tracking_uri: str, experiment: str) -> pd.DataFrame:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    check_tracking_uri(tracking_uri)
     found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in MlflowClient(tracking_uri=tracking_uri).search_experiments())
@@ -139,11 +162,57 @@ def tidy(frame: pd.DataFrame, statuses: tuple[str, ...] | None = ("FINISHED",)) 
         out["train/K"] = frame["metrics.train/K"].to_numpy()
     for k, column in ks.items():
         out[f"eval/pass_at_{k}"] = frame[column].to_numpy(dtype=float)
+    for k, column in max_at_columns(frame.columns).items():
+        out[f"eval/max_at_{k}"] = frame[column].to_numpy(dtype=float)
+    out[OVERLAP_TAG] = _column(frame, f"tags.{OVERLAP_TAG}").fillna("").astype(str).str.lower().eq("true").to_numpy()
+    overlap = pd.to_numeric(_column(frame, f"params.{OVERLAP_PARAM}"), errors="coerce").fillna(0)
+    out[OVERLAP_PARAM] = overlap.astype(int).to_numpy()
     ks = {k: f"eval/pass_at_{k}" for k in ks}
+    times = {name: _column(frame, name).to_numpy() for name in ("end_time", "start_time")}
+    out, duplicates = drop_duplicate_seeds(out, params, times)
+    if duplicates:
+        reason = "an older run of the same config and seed (only the latest FINISHED one counts)"
+        skipped[reason] = duplicates
+        log.warning("left out %d run(s), %s: %s", len(duplicates), reason, ", ".join(duplicates[:5]))
     out = out.sort_values(["method", "K", "seed"], kind="stable").reset_index(drop=True)
     return Runs(out, ks, skipped, params)
 
 
+def drop_duplicate_seeds(out: pd.DataFrame, params: list[str], times: dict) -> tuple[pd.DataFrame, list[str]]:
+    """Keep one run per (every arm-defining tag and param, seed): the FINISHED one that ended last (then started
+    last). `times`: {"end_time": [...], "start_time": [...]} in the rows' order. Returns the kept rows and the run ids
+    left out."""
+    key = [*REQUIRED_TAGS, *DESCRIPTIVE_TAGS, *params]
+    ended, started = (pd.to_datetime(pd.Series(times[name], index=out.index)) for name in ("end_time", "start_time"))
+    order = out.assign(_finished=out["status"].eq("FINISHED"), _end=ended, _start=started)
+    order = order.sort_values(["_finished", "_end", "_start"], kind="stable", na_position="first")
+    latest = ~order.duplicated(key, keep="last")
+    dropped = order.loc[~latest, "run_id"].tolist()
+    return out.loc[order.index[latest]].sort_index(), dropped
+
+
+def max_at_columns(columns) -> dict[int, str]:
+    """{k: "metrics.eval/max_at_{k}"} for every logged eval max@k (continuous-reward benchmarks), sorted by k."""
+    found = {int(m.group(1)): name for name in columns if (m := MAX_AT.match(name))}
+    return dict(sorted(found.items()))
+
+
+def actual_steps(tracking_uri: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with `params.steps` replaced by the last step each run logged a training metric at (kept where a run
+    logged none)."""
+    if "params.steps" not in frame:
+        return frame
+    from mlflow.tracking import MlflowClient
+
+    from analysis.records import last_train_step
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    ran = [last_train_step(client, run_id) for run_id in frame["run_id"]]
+    frame = frame.copy()
+    frame["params.steps"] = [str(r) if r is not None else p for r, p in zip(ran, frame["params.steps"])]
+    return frame
+
+
 def load_runs(tracking_uri: str, experiment: str, statuses: tuple[str, ...] | None = ("FINISHED",)) -> Runs:
     """The usable runs of `experiment` in the store at `tracking_uri` (see `tidy`)."""
-    return tidy(_search(tracking_uri, experiment), statuses)
+    return tidy(actual_steps(tracking_uri, _search(tracking_uri, experiment)), statuses)

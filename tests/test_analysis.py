@@ -86,7 +86,7 @@ def test_report_writes_every_file_and_logs_them_to_one_summary_run_that_a_rerun_
     assert (out / "passk_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "summary.csv")
     assert len(table) == 4 and table["seeds"].tolist() == [3, 3, 3, 3]
-    assert "| method | K | seeds | pass@1 |" in (out / "summary.md").read_text()
+    assert "| method | K | seeds | n_eval | pass@1 |" in (out / "summary.md").read_text()
     artifacts = {a.path for a in client.list_artifacts(report.summary_run_id, "analysis")}
     assert {f"analysis/{name}" for name in names} == artifacts
     summary_run = client.get_run(report.summary_run_id)
