@@ -79,7 +79,8 @@ def check_tracking_store(uri: str) -> None:
 def check_checkpoint_dir(root: Path) -> None:
     reason = _writable_dir(root)
     if reason:
-        raise ConfigError(f"checkpoint_dir={root} is not writable ({reason}); set checkpoint_dir to a writable directory")
+        raise ConfigError(f"checkpoint_dir={root} is not writable ({reason}); set checkpoint_dir to a writable "
+                          "directory")
 
 
 def check_hub_model(model: Mapping[str, Any]) -> None:

@@ -77,7 +77,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         # The run's checkpoint directory and the benchmark first: both must fail before a model is loaded.
-        self.run_dir = open_run_dir(checkpoint_root(cfg.checkpoint_dir), run_key(self.config_dict), cfg.resume, cfg.steps)
+        root = checkpoint_root(cfg.checkpoint_dir)
+        self.run_dir = open_run_dir(root, run_key(self.config_dict), cfg.resume, cfg.steps)
         try:
             self.bench = load_benchmark(**self.config_dict["benchmark"])
         except ValueError as error:  # a missing or malformed dataset file: the benchmark's own one-line message
@@ -137,7 +138,8 @@ class Trainer:
         if not cfg.tracking.enabled:
             return NullTracker()
         run_name = cfg.tracking.run_name or run_label(self.config_dict)
-        tracker = MlflowTracker(default_tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, run_name, resumed_run_id)
+        uri = default_tracking_uri(cfg.tracking.uri)
+        tracker = MlflowTracker(uri, cfg.tracking.experiment, run_name, resumed_run_id)
         if resumed_run_id is None:
             tags = {"run_key": self.run_dir.key, "checkpoint_dir": str(self.checkpoint_dir)}
             tracker.set_tags({**run_tags(cfg), "precision": self.precision, **tags})
@@ -259,7 +261,8 @@ class Trainer:
         else:
             self._save_clean(tracker)
             redo = " (its interrupted evaluation is redone)" if self._eval_pending else ""
-            message = f"interrupted at step {self.step}; {run}; resume=true continues it from {self.checkpoint_dir}{redo}"
+            resume = f"resume=true continues it from {self.checkpoint_dir}{redo}"
+            message = f"interrupted at step {self.step}; {run}; {resume}"
         log.warning(message)
         return message
 

@@ -74,7 +74,8 @@ def test_ctrl_c_during_an_evaluation_resumes_to_the_uninterrupted_run(tmp_path, 
 
     (expected,), (resumed,) = _runs(tmp_path / "straight"), _runs(tmp_path / "resumed")
     assert resumed.info.status == "FINISHED"
-    want, got = _histories(tmp_path / "straight", expected.info.run_id), _histories(tmp_path / "resumed", resumed.info.run_id)
+    want = _histories(tmp_path / "straight", expected.info.run_id)
+    got = _histories(tmp_path / "resumed", resumed.info.run_id)
     assert [step for step, _ in got["eval/pass_at_1"]] == [0, 1, 2, 3]
     assert got == want
 
