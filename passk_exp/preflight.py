@@ -110,8 +110,24 @@ def check_hub_model(model: Mapping[str, Any]) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+def check_accelerator(device: str, rollout_backend: str) -> None:
+    """device=cuda and rollout=vllm need a visible CUDA device (and vLLM), found now rather than after the model loads."""
+    import importlib.util
+
+    import torch
+
+    needs = [what for what, wanted in (("device=cuda", device == "cuda"), ("rollout=vllm", rollout_backend == "vllm"))
+             if wanted]
+    if needs and not torch.cuda.is_available():
+        verb = "needs" if len(needs) == 1 else "need"
+        raise ConfigError(f"{' and '.join(needs)} {verb} a CUDA device and none is visible; use device=cpu / rollout=hf")
+    if rollout_backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("rollout=vllm needs vLLM, which is not installed: pip install -e '.[gpu]'")
+
+
 def preflight(cfg: DictConfig) -> None:
     """All checks above for the resolved run config; raises ConfigError on the first failure."""
+    check_accelerator(cfg.device, cfg.rollout.backend)
     if cfg.tracking.enabled:
         check_tracking_store(default_tracking_uri(cfg.tracking.uri))
     check_checkpoint_dir(checkpoint_root(cfg.checkpoint_dir))

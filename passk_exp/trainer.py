@@ -25,7 +25,7 @@ from passk_exp import estimators
 from passk_exp.allocator import keep_freed_memory
 from passk_exp.benchmarks import load_benchmark
 from passk_exp.checkpoint import (
-    load_checkpoint, restore_model, rng_state, run_key, run_label, save_checkpoint, set_rng_state,
+    CHECKPOINT_FILE, load_checkpoint, restore_model, rng_state, run_key, run_label, save_checkpoint, set_rng_state,
 )
 from passk_exp.config import ConfigError
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
@@ -248,14 +248,14 @@ class Trainer:
             tracked = f"MLflow run {tracker.run_id} in experiment {self.cfg.tracking.experiment!r} at {tracker.uri}"
         else:
             tracked = "tracking off"
-        saved = self.checkpoint_dir if self.checkpoint_dir.joinpath("last.pt").exists() else "none saved"
+        saved = self.checkpoint_dir if self.checkpoint_dir.joinpath(CHECKPOINT_FILE).exists() else "none saved"
         return f"{tracked}; checkpoint {saved}"
 
     def _interrupted(self, tracker) -> str:
         """Save what resumes exactly, and say what happened (the message of the re-raised KeyboardInterrupt)."""
         run = f"MLflow run {tracker.run_id} marked KILLED" if tracker.run_id else "tracking off"
         if self._updating:  # weights changed, step not counted: neither state is whole, keep the previous save
-            saved = self.checkpoint_dir.joinpath("last.pt").exists()
+            saved = self.checkpoint_dir.joinpath(CHECKPOINT_FILE).exists()
             kept = f"the checkpoint in {self.checkpoint_dir} is kept" if saved else "no checkpoint was saved yet"
             message = f"interrupted during the update of step {self.step + 1}; {run}; {kept}"
         else:

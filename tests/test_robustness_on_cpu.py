@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, compose, run_cli
 from passk_exp.checkpoint import CHECKPOINT_FILE
 from passk_exp.config import ConfigError, validate_config
-from passk_exp.preflight import check_checkpoint_dir, check_hub_model, check_tracking_store
+from passk_exp.preflight import check_accelerator, check_checkpoint_dir, check_hub_model, check_tracking_store
 from passk_exp.run_dirs import open_run_dir
 
 
@@ -100,6 +100,18 @@ def test_an_offline_hub_model_not_in_the_cache_is_one_line(monkeypatch, tmp_path
     assert "model.path='nobody/not-downloaded' is not in the local Hugging Face cache" in message
     assert "HF_HUB_OFFLINE=1" in message and "download it first" in message
     check_hub_model({"source": "tiny"})  # no hub involved: nothing to check
+
+
+def test_a_gpu_setting_without_a_gpu_is_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible here: nothing to refuse")
+    check_accelerator("auto", "hf")
+    with pytest.raises(ConfigError, match=r"^rollout=vllm needs a CUDA device and none is visible"):
+        check_accelerator("cpu", "vllm")
+    with pytest.raises(ConfigError, match=r"^device=cuda and rollout=vllm need a CUDA device"):
+        check_accelerator("cuda", "vllm")
 
 
 @pytest.mark.parametrize("case", ["unknown_key", "store", "checkpoint_dir", "hub"])
