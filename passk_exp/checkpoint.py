@@ -25,12 +25,17 @@ _NOT_IDENTITY = (
 )
 
 
+def run_label(config: dict[str, Any]) -> str:
+    """What ran, readable: `grpo_k-K8-n16-s0` (the default MLflow run name and the start of the run key)."""
+    method = config.get("method", {}).get("name", "run")
+    return f"{method}-K{config.get('K')}-n{config.get('n')}-s{config.get('seed')}"
+
+
 def run_key(config: dict[str, Any]) -> str:
     """A stable name for 'this experiment', the same for every (re)launch of the same config (SLURM requeue)."""
     identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    method = config.get("method", {}).get("name", "run")
-    return f"{method}-K{config.get('K')}-n{config.get('n')}-s{config.get('seed')}-{digest}"
+    return f"{run_label(config)}-{digest}"
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """`python -m passk_exp [group=option ...] [key=value ...]`: compose the config, validate it, train and evaluate.
 
-Bad configuration stops here, before any model loads, with one line naming the key, the value and what is allowed,
-and exit status 2. In a multirun the error is raised instead, so the launcher records that job as failed.
+Bad configuration (a `ConfigError` from validation or the preflight checks) stops here, before any model loads, with
+one line naming the key, the value and what is allowed, and exit status 2. Any other exception is a failure of the run
+itself: its traceback goes to stderr and to the job's log file, exit status 1. In a multirun both are raised instead,
+so the launcher records that job as failed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -39,9 +42,20 @@ def _configure_threads() -> None:
         torch.set_num_threads(int(threads))
 
 
+def _log_to_files(message: str) -> None:
+    """`message` and the current traceback into the job's log file only (the console gets it once, on stderr)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, sys.exc_info())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def train_and_evaluate(cfg: DictConfig) -> dict[str, float]:
     """Validate `cfg`, then run the whole job; returns the final metrics (also logged to MLflow)."""
     validate_config(cfg)
+    from passk_exp.preflight import preflight
+
+    preflight(cfg)  # the tracking store, the checkpoint directory, a hub model's files: seconds, not minutes
     from passk_exp.trainer import Trainer
 
     log.info("resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
@@ -57,15 +71,21 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     _configure_threads()
     try:
         final = train_and_evaluate(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except ConfigError as error:
         if _is_multirun():
             raise
-        log.debug("configuration error", exc_info=True)  # the full traceback stays in the job's log file
         print(f"passk-exp: error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("passk-exp: interrupted; the run is marked KILLED and resume=true continues it", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # the trainer's message says what was kept; none: no run had started
+        print(f"passk-exp: {str(interrupt) or 'interrupted before the run started: no MLflow run, no checkpoint'}",
+              file=sys.stderr)
         sys.exit(130)
+    except Exception:
+        _log_to_files("the run failed")
+        if _is_multirun():
+            raise
+        traceback.print_exc()
+        sys.exit(1)
     # The return value is what Hydra's optimizing sweepers maximise: the last eval pass@1.
     return final.get("eval/pass_at_1")
 

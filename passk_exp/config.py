@@ -8,8 +8,9 @@ single source of valid choices. Every check raises `ConfigError` with one line: 
 
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -143,6 +144,31 @@ def _check_keys(group: str, cfg: dict[str, Any], allowed: set[str]) -> None:
     _check(not unknown, f"{group}: unknown key(s) {unknown}; allowed: {sorted(allowed | {'name'})}")
 
 
+def _refuse_unknown(where: str, keys: Any, allowed: set[str]) -> None:
+    """`+eval_evry=0` (Hydra's own hint for a typo) adds the key in struct mode: refuse it here, naming what is allowed."""
+    unknown = sorted(set(keys) - allowed)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]}{hint}; allowed{' in ' + where if where else ''}: {sorted(allowed)}"
+        )
+
+
+def _check_no_unknown_keys(cfg: DictConfig) -> None:
+    """Top level, `train`, `tracking` and `benchmark`; the other groups are checked by their own validators."""
+    from passk_exp.benchmarks import BENCHMARKS, benchmark_class
+    from passk_exp.benchmarks.base import option_keys
+
+    _refuse_unknown("", set(cfg) - {"hydra"}, {f.name for f in fields(PasskSchema)})
+    _refuse_unknown("train", cfg.train, {f.name for f in fields(TrainConfig)})
+    _refuse_unknown("tracking", cfg.tracking, {f.name for f in fields(TrackingConfig)})
+    name = cfg.benchmark.get("name") if isinstance(cfg.benchmark, DictConfig) else None
+    _check(name in BENCHMARKS, f"benchmark={name!r} is not one of {list(BENCHMARKS)}")
+    _refuse_unknown("benchmark", cfg.benchmark, set(option_keys(benchmark_class(name).Options)) | {"name"})
+
+
 def max_k(cfg: DictConfig) -> int:
     """The largest K the schedule can hand to the estimator."""
     schedule = cfg.schedule
@@ -251,20 +277,26 @@ def _validate_rollout(cfg: DictConfig) -> None:
 
 def validate_config(cfg: DictConfig) -> PasskSchema:
     """Check everything that can be checked without loading a model; raise ConfigError on the first problem."""
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
+        _check_no_unknown_keys(cfg)
         typed = OmegaConf.to_object(cfg)
+        _validate_schedule(cfg)
+        _validate_method(cfg)
+        _validate_regularizer(cfg)
+        _validate_rollout(cfg)
+        from passk_exp.models import validate_model_config
+
+        validate_model_config(cfg.model)
+        from passk_exp.finetune import parse_finetune
+
+        parse_finetune(cfg.get("finetune"))
     except ConfigError:
         raise
-    except Exception as error:  # omegaconf's validation errors carry the key and the value
-        raise ConfigError(str(error).splitlines()[0]) from None
-    _validate_schedule(cfg)
-    _validate_method(cfg)
-    _validate_regularizer(cfg)
-    _validate_rollout(cfg)
-    from passk_exp.models import validate_model_config
-
-    validate_model_config(cfg.model)
-    from passk_exp.finetune import parse_finetune
-
-    parse_finetune(cfg.get("finetune"))
+    except OmegaConfBaseException as error:  # its first line has the value; the key is in full_key
+        key = getattr(error, "full_key", None)
+        raise ConfigError(f"{key}: {str(error).splitlines()[0]}" if key else str(error).splitlines()[0]) from None
+    except ValueError as error:  # the registries' own one-line checks (model, estimator dry run)
+        raise ConfigError(str(error)) from None
     return typed

@@ -8,12 +8,14 @@ one batch of metrics per step, and artifacts (Pass@k curves, final metrics). The
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,22 @@ def artifact_location(uri: str) -> str | None:
     if not uri.startswith(prefix):
         return None
     return (Path(uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For a sqlite store, an exclusive lock on `<database>.lock` beside it while a process opens the store (MLflow
+    creates or migrates its tables on first use) and creates its experiment. Two first runs started together in a
+    fresh directory otherwise race: one dies in an alembic migration ("table ... already exists"). Other stores
+    (a server) serialise this themselves."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    database = Path(uri[len(prefix) :])
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        yield
 
 
 def experiment_id(client: Any, uri: str, name: str) -> str:
@@ -115,14 +133,16 @@ class MlflowTracker:
 
         self.uri = uri
         mlflow.set_tracking_uri(uri)
-        self._client = MlflowClient(tracking_uri=uri)
-        if run_id is not None:
-            run = self._client.get_run(run_id)  # raises if the store lost it: better than a silent new run
+        with store_lock(uri):  # the first store access creates a fresh store's tables
+            self._client = MlflowClient(tracking_uri=uri)
+            run = self._client.get_run(run_id) if run_id is not None else None  # raises if the store lost it
+            experiment_id_ = experiment_id(self._client, uri, experiment) if run_id is None else None
+        if run is not None:
             self._client.update_run(run_id, status="RUNNING")
             self.run_id = run.info.run_id
             log.info("resuming MLflow run %s in %s", run_id, uri)
             return
-        run = self._client.create_run(experiment_id(self._client, uri, experiment), run_name=run_name)
+        run = self._client.create_run(experiment_id_, run_name=run_name)
         self.run_id = run.info.run_id
         log.info("MLflow run %s in experiment %r at %s", self.run_id, experiment, uri)
 

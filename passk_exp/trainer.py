@@ -23,7 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from passk_exp import estimators
 from passk_exp.allocator import keep_freed_memory
 from passk_exp.benchmarks import load_benchmark
-from passk_exp.checkpoint import load_checkpoint, restore_model, run_key, save_checkpoint, set_rng_state
+from passk_exp.checkpoint import (
+    CHECKPOINT_FILE, load_checkpoint, restore_model, rng_state, run_key, run_label, save_checkpoint, set_rng_state,
+)
+from passk_exp.config import ConfigError
 from passk_exp.eval_records import records_parquet
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
 from passk_exp.finetune import apply_finetune
@@ -36,6 +39,7 @@ from passk_exp.progress import StepProgress
 from passk_exp.regularizers import outcome_entropy_term
 from passk_exp.rollout import make_backend
 from passk_exp.rollout.base import RolloutBatch, SamplingParams
+from passk_exp.run_dirs import checkpoint_root, open_run_dir
 from passk_exp.tracking import MlflowTracker, NullTracker, default_tracking_uri, flatten, log_figure_files, log_json
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
+        raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
     return device
 
 
@@ -73,8 +77,13 @@ class Trainer:
         self.config_dict: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        # The benchmark first: a missing dataset file must fail before a model is loaded.
-        self.bench = load_benchmark(**self.config_dict["benchmark"])
+        # The run's checkpoint directory and the benchmark first: both must fail before a model is loaded.
+        root = checkpoint_root(cfg.checkpoint_dir)
+        self.run_dir = open_run_dir(root, run_key(self.config_dict), cfg.resume, cfg.steps)
+        try:
+            self.bench = load_benchmark(**self.config_dict["benchmark"])
+        except ValueError as error:  # a missing or malformed dataset file: the benchmark's own one-line message
+            raise ConfigError(str(error)) from None
         self.eval_problems = self.bench.problems("test")
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
@@ -114,7 +123,7 @@ class Trainer:
             self.config_dict["schedule"], cfg.K, cfg.n, cap_at_n=estimators.needs_k_le_n(self.method)
         )
         self.estimator_state = estimators.make_state(self.method, self.method_params)
-        self.checkpoint_dir = Path(cfg.checkpoint_dir or Path.cwd() / "checkpoints" / run_key(self.config_dict))
+        self.checkpoint_dir: Path = self.run_dir.path
         self.step = 0
         self.eval_history: dict[int, tuple[list[int], list[float]]] = {}
         self.last_eval: dict[str, float] = {}
@@ -122,18 +131,21 @@ class Trainer:
         # After a resume: the last step already in MLflow, per kind of metric. Train and eval metrics are tracked
         # apart because a kill can land between a step's train metrics and its evaluation.
         self._already_logged_until = {"train": -1, "eval": -1}
-        self._updating = False
+        self._updating = False  # from this step's first optimizer step until the step is counted: no clean state
+        self._clean: dict[str, Any] = {}  # RNG, K and estimator state where the last clean point left them
+        self._eval_pending = False  # a Ctrl-C landed in the evaluation of self.step: resume redoes it
 
     # ----------------------------------------------------------------------------------------------------- set-up
     def _start_tracking(self, resumed_run_id: str | None):
         cfg = self.cfg
         if not cfg.tracking.enabled:
             return NullTracker()
-        tracker = MlflowTracker(
-            default_tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.run_name, resumed_run_id
-        )
+        run_name = cfg.tracking.run_name or run_label(self.config_dict)
+        uri = default_tracking_uri(cfg.tracking.uri)
+        tracker = MlflowTracker(uri, cfg.tracking.experiment, run_name, resumed_run_id)
         if resumed_run_id is None:
-            tracker.set_tags({**run_tags(cfg), "precision": self.precision, "run_key": self.checkpoint_dir.name})
+            tags = {"run_key": self.run_dir.key, "checkpoint_dir": str(self.checkpoint_dir)}
+            tracker.set_tags({**run_tags(cfg), "precision": self.precision, **tags})
             tracker.log_params(flatten(self.config_dict))
             tracker.log_params(self.finetune.params())
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -145,12 +157,9 @@ class Trainer:
         return tracker
 
     def _restore(self) -> str | None:
-        if not self.cfg.resume:
+        if not self.run_dir.resumed:
             return None
         saved = load_checkpoint(self.checkpoint_dir)
-        if saved is None:
-            log.info("resume=true but no checkpoint in %s: starting a new run", self.checkpoint_dir)
-            return None
         restore_model(self.model, saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.k_control.load_state_dict(saved["k_control"])
@@ -159,18 +168,40 @@ class Trainer:
         set_rng_state(saved["rng"])
         self.step = int(saved["step"])
         self.eval_history = saved.get("eval_history", {})
-        log.info("resumed from %s at step %d", self.checkpoint_dir, self.step)
+        self._eval_pending = bool(saved.get("eval_pending", False))
+        log.info(
+            "resumed from %s at step %d: continuing MLflow run %s%s", self.checkpoint_dir, self.step,
+            saved.get("mlflow_run_id"), " (redoing the evaluation a Ctrl-C interrupted)" if self._eval_pending else "",
+        )
         return saved.get("mlflow_run_id")
 
+    def _mark_clean(self, eval_pending: bool = False) -> None:
+        """A point a resumed run can start from: what a Ctrl-C before the next one saves (weights and the optimizer
+        do not change until the next optimizer step, which `_updating` marks)."""
+        estimator = self.estimator_state.state_dict() if self.estimator_state is not None else None
+        self._clean = {
+            "rng": rng_state(),
+            "k_control": copy.deepcopy(self.k_control.state_dict()),
+            "estimator_state": copy.deepcopy(estimator),
+        }
+        self._eval_pending = eval_pending
+
     def _save(self, tracker) -> None:
+        self._mark_clean()
+        self._save_clean(tracker)
+
+    def _save_clean(self, tracker) -> None:
         state = {
             "step": self.step,
-            "k_control": self.k_control.state_dict(),
-            "estimator_state": self.estimator_state.state_dict() if self.estimator_state is not None else None,
+            **self._clean,
             "mlflow_run_id": tracker.run_id,
             "eval_history": self.eval_history,
+            "eval_pending": self._eval_pending,
+            "run_key": self.run_dir.key,
         }
+        self.run_dir.claim()
         path = save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
+        self.run_dir.record(self.step, self.cfg.steps, tracker.run_id)
         log.info("checkpoint at step %d: %s", self.step, path)
 
     # ------------------------------------------------------------------------------------------------------ loop
@@ -184,16 +215,20 @@ class Trainer:
         progress = StepProgress(total=self.cfg.steps, start=self.step, quiet=self.cfg.quiet)
         try:
             with progress:
-                if self.step == 0:
+                if self._eval_pending or not self.run_dir.resumed:  # a resumed run has its step-0 eval
+                    self._mark_clean(eval_pending=True)
                     self._evaluate(tracker)
                     progress.update(self.step, self.last_train, self.last_eval)
                 while self.step < self.cfg.steps:
+                    self._mark_clean()
                     problems = [next(stream) for _ in range(self.cfg.train.prompts_per_step)]
                     metrics = self.train_step(problems)
                     self.step += 1
+                    self._updating = False
                     self.last_train = metrics
                     self._log(tracker, metrics)
                     if self._eval_due():
+                        self._mark_clean(eval_pending=True)
                         self._evaluate(tracker)
                     if self._save_due():
                         self._save(tracker)
@@ -204,13 +239,36 @@ class Trainer:
             return final
         except KeyboardInterrupt:
             status = "KILLED"
-            if not self._updating and self.step > 0:
-                self._save(tracker)  # the weights are consistent between updates: keep the finished steps
-            log.warning("interrupted at step %d; run marked KILLED (resume=true continues it)", self.step)
-            raise
+            raise KeyboardInterrupt(self._interrupted(tracker)) from None
         finally:
             tracker.end(status)
             self.bench.close()
+            self.run_dir.release()
+            log.info("results (%s): %s", status, self.where(tracker))
+
+    def where(self, tracker) -> str:
+        """One line: where this run's results are."""
+        if isinstance(tracker, MlflowTracker):
+            tracked = f"MLflow run {tracker.run_id} in experiment {self.cfg.tracking.experiment!r} at {tracker.uri}"
+        else:
+            tracked = "tracking off"
+        saved = self.checkpoint_dir if self.checkpoint_dir.joinpath(CHECKPOINT_FILE).exists() else "none saved"
+        return f"{tracked}; checkpoint {saved}"
+
+    def _interrupted(self, tracker) -> str:
+        """Save what resumes exactly, and say what happened (the message of the re-raised KeyboardInterrupt)."""
+        run = f"MLflow run {tracker.run_id} marked KILLED" if tracker.run_id else "tracking off"
+        if self._updating:  # weights changed, step not counted: neither state is whole, keep the previous save
+            saved = self.checkpoint_dir.joinpath(CHECKPOINT_FILE).exists()
+            kept = f"the checkpoint in {self.checkpoint_dir} is kept" if saved else "no checkpoint was saved yet"
+            message = f"interrupted during the update of step {self.step + 1}; {run}; {kept}"
+        else:
+            self._save_clean(tracker)
+            redo = " (its interrupted evaluation is redone)" if self._eval_pending else ""
+            resume = f"resume=true continues it from {self.checkpoint_dir}{redo}"
+            message = f"interrupted at step {self.step}; {run}; {resume}"
+        log.warning(message)
+        return message
 
     def _eval_due(self) -> bool:
         every = self.cfg.eval_every
@@ -344,9 +402,8 @@ class Trainer:
                         totals["kl"] += float(parts.kl) / len(micro_batches)
             if micro_batches:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
-                self._updating = True
+                self._updating = True  # reset by run() once the step is counted
                 self.optimizer.step()
-                self._updating = False
                 self.backend.sync_weights(self.model)
                 totals["grad_norm"] = float(grad_norm)
             totals["loss"] = loss_sum

@@ -35,6 +35,13 @@ def _steps(client, run_id, key):
     return [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
+def _checkpoint(tmp_path):
+    """The one run's last.pt under checkpoint_dir (each run has its own <run key>/<run id>/ directory there)."""
+    found = list((tmp_path / "ckpt").rglob("last.pt"))
+    assert len(found) <= 1, found
+    return found[0] if found else tmp_path / "ckpt" / "no-checkpoint-yet"
+
+
 def _only_run(client):
     experiment = client.get_experiment_by_name("test")
     runs = client.search_runs([experiment.experiment_id])
@@ -72,7 +79,7 @@ def test_two_steps_end_to_end_log_tags_params_metrics_and_artifacts(tmp_path, ml
     local = mlflow_client.download_artifacts(run.info.run_id, "final_metrics.json", str(tmp_path))
     final = json.loads(open(local).read())
     assert final["eval/pass_at_1"] == run.data.metrics["eval/pass_at_1"]
-    assert (tmp_path / "ckpt" / "last.pt").exists()
+    assert _checkpoint(tmp_path).exists()
 
 
 def test_eval_records_artifact_reproduces_the_logged_pass_at_k_exactly(tmp_path, mlflow_client):
@@ -105,11 +112,10 @@ def test_resume_after_kill_continues_the_same_run_without_duplicated_or_lost_ste
         [sys.executable, "-m", "passk_exp", *overrides], cwd=tmp_path, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    checkpoint = tmp_path / "ckpt" / "last.pt"
     deadline = time.time() + 300
-    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+    while not _checkpoint(tmp_path).exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert checkpoint.exists(), "no checkpoint was written before the kill"
+    assert _checkpoint(tmp_path).exists(), "no checkpoint was written before the kill"
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_run = _only_run(mlflow_client)
@@ -171,5 +177,5 @@ def test_ctrl_c_marks_the_run_killed_and_checkpoints_the_finished_steps(tmp_path
     assert run.info.status == "KILLED"
     import torch
 
-    saved = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    saved = torch.load(_checkpoint(tmp_path), weights_only=False)
     assert saved["step"] == 1 and saved["mlflow_run_id"] == run.info.run_id

@@ -116,9 +116,9 @@ def test_a_requeued_job_resumes_its_checkpoint_and_continues_its_own_mlflow_run(
     steps = 150  # long enough (~0.1 s a tiny step) that the job is still running when the requeue lands
     process = _launch([*TINY_JOB, f"steps={steps}", "K=1", "seed=0", "eval_every=0", "save_every=1",
                        f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}"], tmp_path, slurm)
-    checkpoint = sweep_dir / "0" / "checkpoints" / "last.pt"
+    checkpoints = sweep_dir / "0" / "checkpoints"  # the job's run keeps its last.pt in <run key>/<run id>/ there
     deadline = time.monotonic() + 180
-    while not checkpoint.exists():  # wait for the first saved step, then preempt the job the way SLURM does
+    while not list(checkpoints.rglob("last.pt")):  # wait for the first saved step, then preempt the job as SLURM does
         assert process.poll() is None and time.monotonic() < deadline, _job_logs(sweep_dir)[-3000:]
         time.sleep(0.2)
     job_id = next(sweep_dir.glob(".submitit/*/*_submission.sh")).name.split("_")[0]

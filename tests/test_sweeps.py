@@ -144,7 +144,7 @@ def test_phase1_smoke_sweep_reaches_mlflow_and_the_analysis_tables_equal_the_log
         finals.setdefault((tags["method"], int(tags["K"])), []).append(
             {k: run.data.metrics[f"eval/pass_at_{k}"] for k in (1, 2, 4)})
     job_dirs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/checkpoints"))
-    assert len(job_dirs) == 16 and all((d / "checkpoints" / "last.pt").exists() for d in job_dirs)
+    assert len(job_dirs) == 16 and all(len(list((d / "checkpoints").rglob("last.pt"))) == 1 for d in job_dirs)
 
     report = run_analysis(uri, "passk-phase1-smoke", tmp_path / "analysis")
     summary = pd.read_csv(tmp_path / "analysis" / "summary.csv")

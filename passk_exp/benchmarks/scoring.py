@@ -6,14 +6,18 @@ that dies, or a batch that overruns its deadline gives 0.0 for the items concern
 them; the caller's training step goes on. Workers are started with "spawn" (forking a process that holds torch
 threads is unsafe) on the first call and kept until `close()`; spawn re-imports the main script, so a script that
 scores with workers > 0 needs the usual `if __name__ == "__main__":` guard (`python -m passk_exp`, pytest and notebooks
-need nothing). What each verifier checks is not this file's business.
+need nothing). A script that calls it from its top level without the guard gets a RuntimeError saying so before any
+worker starts (instead of every worker dying and every reward being 0). What each verifier checks is not this file's
+business.
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import math
 import multiprocessing
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Optional, Sequence
@@ -78,12 +82,41 @@ class VerifierPool:
     # -- pool -----------------------------------------------------------------------------------------------------
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
+            self._check_main_guard()
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=self.initializer,
             )
         return self._executor
+
+    def _check_main_guard(self) -> None:
+        """Raise if this call comes from the top-level code of a main script, outside `if __name__ == "__main__":`:
+        each spawned worker would re-run that code while starting, die, and leave a BrokenProcessPool."""
+        main = sys.modules.get("__main__")
+        path, spec = getattr(main, "__file__", None), getattr(main, "__spec__", None)
+        if main is None or path is None or (spec is not None and spec.name.endswith("__main__")):
+            return  # a notebook, a REPL, or `python -m package` (spawn does not re-run a package's __main__)
+        frame = sys._getframe()
+        while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+            frame = frame.f_back
+        if frame is None:
+            return
+        try:
+            tree = ast.parse(open(path, encoding="utf-8").read())
+        except (OSError, SyntaxError, ValueError):
+            return
+        line = frame.f_lineno
+        for node in tree.body:
+            if node.lineno <= line <= (node.end_lineno or node.lineno):
+                if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test):
+                    return
+                raise RuntimeError(
+                    f"{self.name}: scoring with workers={self.workers} was called from the top level of {path} (line "
+                    f"{line}), outside an `if __name__ == \"__main__\":` block; its worker processes are spawned and "
+                    "re-import that script. Put the script's code under `if __name__ == \"__main__\":`, or set the "
+                    "benchmark's workers=0 to score in this process"
+                )
 
     def _map_pool(self, fn: Callable[..., float], items: list[tuple]) -> list[Optional[Outcome]]:
         # Contiguous chunks, a few per worker: amortises pickling without letting one slow chunk idle the others.

@@ -185,7 +185,9 @@ def _from_hub_or_dir(loader: Callable[[], Any], path: str) -> Any:
         return loader()
     except OSError as error:  # offline and not cached, unknown id, unreadable directory
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(
+        from passk_exp.config import ConfigError  # a bad path or id: one line from the CLI, not a traceback
+
+        raise ConfigError(
             f"model.path={path!r} could not be loaded ({first}); download it first or use source=local with a dir"
         ) from None
 
