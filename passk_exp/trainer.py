@@ -10,6 +10,7 @@ plumbing, and it deliberately knows nothing of Hydra (it takes a resolved config
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from contextlib import nullcontext
