@@ -41,21 +41,28 @@ def _schedule_ks(config: Mapping[str, Any]) -> list[int]:
     return sorted(set(ks))
 
 
-def _probe(n: int, domain: str) -> torch.Tensor:
+def rewards_are_continuous(benchmark: Mapping[str, Any]) -> bool:
+    """The benchmark options that give partial credit (synthetic task=closeness, reasoning_gym binarize=false)."""
+    return benchmark.get("task") == "closeness" or benchmark.get("binarize") is False
+
+
+def _probe(n: int, continuous: bool) -> torch.Tensor:
+    """Rewards [groups, n] of the kind the benchmark gives: 0/1 at varied success rates, plus values in [0, 1]."""
     gen = torch.Generator().manual_seed(20261201)
     p = torch.rand(PROBE_GROUPS, 1, generator=gen, dtype=torch.float64)
     binary = (torch.rand(PROBE_GROUPS, n, generator=gen, dtype=torch.float64) < p).to(torch.float64)
-    if domain == "binary":
+    if not continuous:
         return binary
     return torch.cat([binary, torch.rand(PROBE_GROUPS, n, generator=gen, dtype=torch.float64)])
 
 
 def estimator_fingerprint(config: Mapping[str, Any]) -> str:
-    """A hash of the advantages the job's estimator computes on a fixed probe, at every K its schedule can use."""
+    """A hash of the advantages the job's estimator computes at every K its schedule can use, on a fixed probe of the
+    rewards its benchmark gives (two estimators that agree there train identically on that benchmark)."""
     name = config["method"]["name"]
     params = dict(config["method"].get("params") or {})
     n = int(config["n"])
-    rewards = _probe(n, estimators.reward_domain(name))
+    rewards = _probe(n, rewards_are_continuous(config["benchmark"]))
     parts = []
     for k in _schedule_ks(config):
         method = estimators.resolve_method(name, k)
