@@ -7,7 +7,6 @@ import copy
 import json
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
@@ -18,16 +17,16 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 
-@dataclass
-class PlanLauncherConf:  # no `from __future__ import annotations` here: Hydra's plugin scan needs real annotations
-    _target_: str = "hydra_plugins.passk_exp_plan.PlanLauncher"
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="plan", node=PlanLauncherConf, provider="passk-exp")
+# A plain mapping rather than a dataclass: a sweep's own launcher settings (hydra.launcher.mem_gb, partition, ...) then
+# merge into it instead of failing the composition; the plan ignores them.
+ConfigStore.instance().store(
+    group="hydra/launcher", name="plan", node={"_target_": "hydra_plugins.passk_exp_plan.PlanLauncher"},
+    provider="passk-exp",
+)
 
 
 class PlanLauncher(Launcher):
-    def __init__(self) -> None:
+    def __init__(self, **ignored: Any) -> None:  # the sweep's launcher settings (mem_gb, partition, ...)
         super().__init__()
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
