@@ -1,7 +1,7 @@
 """`python -m passk_exp.data gsm8k|math --out DIR`: write the train and test files a full-scale benchmark reads.
 
 DIR gets `train.jsonl` and `test.jsonl`, with the fields conf/benchmark/{gsm8k,math}.yaml expect, so that
-`benchmark.path=DIR` (sweeps/task/*.yaml: `$PASSK_DATA/<name>`) serves both splits from separate sources:
+`benchmark.path=DIR` (sweeps/full_task/*.yaml: `$PASSK_DATA/<name>`) serves both splits from separate sources:
 
 * gsm8k: openai/gsm8k (config main), train (7,473) and test (1,319); fields question, answer.
 * math: train = the MATH train split (EleutherAI/hendrycks_math, its 7 subject configs: 7,500 problems); test =
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = ", ".join(f"{split} {count}" for split, count in counts.items())
     print(f"passk-exp data: wrote {args.out}/train.jsonl and test.jsonl ({summary} rows; {dropped} train rows dropped "
           f"as also in test); "
-          f"use benchmark.path={args.out} (sweeps/task/{args.benchmark}.yaml reads $PASSK_DATA/{args.benchmark})")
+          f"use benchmark.path={args.out} (sweeps/full_task/{args.benchmark}.yaml reads $PASSK_DATA/{args.benchmark})")
     return 0
 
 

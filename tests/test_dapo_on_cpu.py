@@ -64,6 +64,7 @@ def test_replace_groups_pads_both_layouts():
     assert out.completion_lengths().tolist() == [[1, 2], [3, 1], [1, 1]]
     assert out.prompt_mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1]]  # left padding kept on the left
     assert out.texts[1] == ["g0s0", "g0s1"] and out.texts[0] == ["g0s0", "g0s1"] and old.texts[1] == ["g1s0", "g1s1"]
+    assert old.completion_lengths().tolist() == [[1, 2], [2, 2], [1, 1]]  # the input batch is left as it was
 
 
 def test_resample_regenerates_only_zero_variance_groups_up_to_the_budget():

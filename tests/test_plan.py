@@ -91,7 +91,7 @@ def test_run_identity_is_what_the_estimator_computes(tmp_path):
 def test_cost_model_parts(tmp_path):
     from passk_exp.costs import evaluations, finetune_mode, job_cost
 
-    base = _resolved(["+sweep=phase2", "scale=full", "+task=gsm8k", "+arm=pkpo_k8"], tmp_path)
+    base = _resolved(["+sweep=phase2", "scale=full", "+full_task=gsm8k", "+arm=pkpo_k8"], tmp_path)
     cost = job_cost(base)
     assert cost["gpu_hours"] == pytest.approx(
         (cost["generate_s"] + cost["verify_s"] + cost["update_s"] + cost["eval_s"]) / 3600
