@@ -41,8 +41,8 @@ class PrepareTrackingStore(Callback):
     """Hydra callback: before a multirun launches its jobs, create the tracking store and the jobs' experiment."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        if not config.tracking.enabled:
-            return
+        if not config.tracking.enabled or str(config.hydra.launcher.get("_target_", "")).endswith("PlanLauncher"):
+            return  # tracking off, or a dry-run plan (hydra/launcher=plan) that runs no job
         from passk_exp.tracking import default_tracking_uri
 
         uri = default_tracking_uri(config.tracking.uri)

@@ -92,6 +92,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     register_sweeps_search_path()  # `+sweep=...` from any working directory (paths.register_sweeps_search_path)
+    from hydra_plugins.passk_exp_plan import register_plan_launcher
+
+    register_plan_launcher()  # hydra/launcher=plan: the dry-run planner (passk_exp/plan.py)
     _hydra_main()
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
-LOSS_AGGREGATIONS = ("constant", "token_mean", "seq_mean")
+LOSS_AGGREGATIONS = ("constant", "token_mean", "seq_mean", "token_sum")  # loss.py reads this list
 TRAIN_ATTENTION = ("auto", "eager", "sdpa")  # auto: eager on CPU (faster backward), the model's own elsewhere
 SCHEDULE_KEYS = {"fixed": set(), "anneal": {"milestones"}, "adaptive": {"k_min", "k_max", "p_target", "decay"}}
 REGULARIZER_KEYS = {"none": set(), "entropy": {"lam"}, "kl": {"beta"}}
@@ -47,6 +47,9 @@ class TrainConfig:
     micro_batch_groups: int = 2
     inner_updates: int = 1
     clip_eps: float = 0.2
+    clip_eps_high: Optional[float] = None  # DAPO clip-higher: ratio clipped to [1 - clip_eps, 1 + clip_eps_high]
+    overlong_filter: bool = False  # DAPO: completions that hit max_new_tokens are masked out of the loss
+    dynamic_sampling_max_rounds: int = 0  # DAPO-style: regenerate zero-variance groups up to this many times a step
     loss_agg: str = "constant"
     shared_prefix: bool = True
     token_chunk: int = 2048
@@ -65,6 +68,14 @@ class TrainConfig:
         _check(self.micro_batch_groups >= 1, f"train.micro_batch_groups={self.micro_batch_groups} must be >= 1")
         _check(self.inner_updates >= 1, f"train.inner_updates={self.inner_updates} must be >= 1")
         _check(0 < self.clip_eps < 1, f"train.clip_eps={self.clip_eps} must be in (0, 1)")
+        _check(
+            self.clip_eps_high is None or self.clip_eps_high > 0,
+            f"train.clip_eps_high={self.clip_eps_high} must be > 0, or null for the symmetric clip_eps",
+        )
+        _check(
+            self.dynamic_sampling_max_rounds >= 0,
+            f"train.dynamic_sampling_max_rounds={self.dynamic_sampling_max_rounds} must be >= 0 (0 = off)",
+        )
         _check(
             self.loss_agg in LOSS_AGGREGATIONS,
             f"train.loss_agg={self.loss_agg!r} is not one of {list(LOSS_AGGREGATIONS)}",

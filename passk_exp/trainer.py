@@ -28,6 +28,7 @@ from passk_exp.checkpoint import (
     CHECKPOINT_FILE, load_checkpoint, restore_model, rng_state, run_key, run_label, save_checkpoint, set_rng_state,
 )
 from passk_exp.config import ConfigError
+from passk_exp.dapo import overlong_keep, resample_zero_variance
 from passk_exp.eval_records import records_parquet
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
 from passk_exp.finetune import apply_finetune
@@ -324,9 +325,13 @@ class Trainer:
         k = self.k_control.k_at(self.step + 1)
         batch = self.backend.generate([p.prompt for p in problems], cfg.n, self.sampling)
         generated = time.perf_counter()
-        flat_problems = [p for p in problems for _ in range(cfg.n)]
-        flat_texts = [t for group in batch.texts for t in group]
-        rewards = torch.tensor(self.bench.score(flat_problems, flat_texts), dtype=torch.float64).view(len(problems), cfg.n)
+        rewards = self._score(problems, batch)
+        resampled = {}
+        if cfg.train.dynamic_sampling_max_rounds:  # DAPO-style: regenerate groups that carry no signal (dapo.py)
+            batch, rewards, count = resample_zero_variance(
+                batch, rewards, self._regenerate(problems), cfg.train.dynamic_sampling_max_rounds
+            )
+            resampled = {"train/resampled_groups": float(count)}
         scored = time.perf_counter()
         adv = self.advantages(rewards, k).float()
         p_hat = self.k_control.observe(float(rewards.mean()))
@@ -347,6 +352,7 @@ class Trainer:
             "train/adv_abs_mean": float(adv.abs().mean()),
             "train/completion_len": float(batch.completion_lengths().float().mean()),
             "train/truncation_rate": float(batch.truncated.double().mean()),
+            **resampled,
             **update,
             "train/tokens_per_s": generated_tokens / max(done - started, 1e-9),
             "train/step_time_s": done - started,
@@ -355,12 +361,31 @@ class Trainer:
             "train/update_s": done - scored,
         }
 
+    def _score(self, problems: list, batch: RolloutBatch) -> torch.Tensor:
+        """Rewards [len(problems), n] (float64) of the batch's completions."""
+        flat_problems = [p for p in problems for _ in range(batch.n)]
+        flat_texts = [t for group in batch.texts for t in group]
+        rewards = torch.tensor(self.bench.score(flat_problems, flat_texts), dtype=torch.float64)
+        return rewards.view(len(problems), batch.n)
+
+    def _regenerate(self, problems: list):
+        """group indices -> (fresh completions for those problems, their rewards): dynamic sampling's callback."""
+
+        def generate_and_score(index: list[int]) -> tuple[RolloutBatch, torch.Tensor]:
+            chosen = [problems[i] for i in index]
+            batch = self.backend.generate([p.prompt for p in chosen], self.cfg.n, self.sampling)
+            return batch, self._score(chosen, batch)
+
+        return generate_and_score
+
     def _update(self, batch: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg.train
         groups = torch.arange(batch.groups)
         if cfg.skip_uninformative and self.ref_model is None:
             groups = groups[(adv != 0).any(dim=1)]
-        denominator = batch_denominator(cfg.loss_agg, batch.completion_mask, self.cfg.rollout.max_new_tokens)
+        keep = overlong_keep(batch) if cfg.overlong_filter else None  # [G, n]
+        loss_masks = batch.completion_mask if keep is None else batch.completion_mask * keep.unsqueeze(-1).long()
+        denominator = batch_denominator(cfg.loss_agg, loss_masks, self.cfg.rollout.max_new_tokens)
         micro_batches = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
         old_logprobs: dict[int, torch.Tensor] = {}
         ref_logprobs: dict[int, torch.Tensor] = {}
@@ -388,8 +413,9 @@ class Trainer:
                     logprobs,
                     old_logprobs[index],
                     adv[groups_mb].to(device),
-                    mask,
+                    loss_masks[groups_mb].to(device),
                     clip_eps=cfg.clip_eps,
+                    clip_eps_high=cfg.clip_eps_high,
                     agg=cfg.loss_agg,
                     denominator=denominator,
                     ref_logprobs=ref_logprobs.get(index),

@@ -200,6 +200,7 @@ PARAM_VARIANTS = {
     "entropy_reg": [{}, {"lam": 1.7, "std_ddof": 1}],
     "biased_k": [{}, {"base": "rloo"}, {"k_factor": False, "std_ddof": 1}],
     "passk_multi": [{}, {"ks": [2, 3, 9], "weights": [0.2, -1.0, 3.0]}],
+    "grpo_passk": [{}, {"std_normalize": False}, {"std_ddof": 0, "eps": 0.0}],
 }
 
 

@@ -95,5 +95,5 @@ def test_k3_kl_is_nonnegative_zero_at_equality_and_adds_beta_weighted_gradient()
 
 
 def test_unknown_aggregation_is_refused():
-    with pytest.raises(ValueError, match="token_sum"):
-        batch_denominator("token_sum", torch.ones(1, 1, 1), 1)
+    with pytest.raises(ValueError, match="token_product"):
+        batch_denominator("token_product", torch.ones(1, 1, 1), 1)

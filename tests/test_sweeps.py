@@ -16,13 +16,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from conftest import run_cli
 
 EXPECTED_JOBS = {  # (phase, scale) -> number of jobs of the sweep
-    ("phase1", "smoke"): 4 * 3 * 2, ("phase1", "full"): 4 * 4 * 3,
+    ("phase1", "smoke"): 4 * 3 * 2, ("phase1", "full"): 19 * 3,
     ("phase2", "smoke"): 7 * 2, ("phase2", "full"): 10 * 3,
-    ("phase3", "smoke"): 5 * 2, ("phase3", "full"): 5 * 3,
-    ("phase4", "smoke"): 4 * 2 * 3 * 1, ("phase4", "full"): 4 * 2 * 2 * 4 * 2,
+    ("phase2_reg", "smoke"): 2 * 4 * 1, ("phase2_reg", "full"): 3 * 4 * 3,
+    ("phase3", "smoke"): 5 * 2, ("phase3", "full"): 7 * 3,
+    ("phase4", "smoke"): 4 * 2 * 3 * 1, ("phase4", "full"): 2 * 2 * 11 * 2,
 }
-
-
+PHASE_TAG = {"phase2_reg": "phase2"}  # phase 2's regularizer axis logs to phase 2's experiment
 def compose(overrides: list[str], hydra_config: bool = False):
     from passk_exp.config import register_schema
     from passk_exp.paths import conf_dir
@@ -46,7 +46,8 @@ def sweep_jobs(phase: str, scale: str) -> tuple[object, list[list[str]]]:
 
 @pytest.mark.parametrize("phase,scale", sorted(EXPECTED_JOBS))
 def test_every_job_of_every_phase_composes_and_passes_validation(phase, scale, tmp_path):
-    from passk_exp.config import validate_config
+    from passk_exp import estimators
+    from passk_exp.config import max_k, validate_config
 
     master, jobs = sweep_jobs(phase, scale)
     assert len(jobs) == EXPECTED_JOBS[(phase, scale)]
@@ -57,40 +58,49 @@ def test_every_job_of_every_phase_composes_and_passes_validation(phase, scale, t
     for job in jobs:
         # Validity depends on the training recipe (method, K, arm) and on each axis value on its own (a model, a
         # benchmark), not on their combinations or the seed: check each recipe once and every axis value once.
-        recipe = tuple(o for o in job if o.startswith(("method=", "K=", "+arm=")))
+        recipe = tuple(o for o in job if o.startswith(("method=", "K=", "+arm=", "+reg=")))
         if recipe in seen_recipes and seen_values.issuperset(job):
             continue
         seen_recipes.add(recipe)
         seen_values.update(job)
         cfg = compose([f"+sweep={phase}", f"scale={scale}", *job, f"checkpoint_dir={tmp_path}"])
         validate_config(cfg)
-        assert (cfg.phase, cfg.scale, cfg.resume) == (phase, scale, True)
-        assert cfg.tracking.experiment == f"passk-{phase}-{scale}"
+        tag = PHASE_TAG.get(phase, phase)
+        assert (cfg.phase, cfg.scale, cfg.resume) == (tag, scale, True)
+        assert cfg.tracking.experiment == f"passk-{tag}-{scale}"
         assert cfg.tracking.run_name == f"{cfg.method.name}-K{cfg.K}-{cfg.schedule.name}-s{cfg.seed}"
         if scale == "smoke":
             assert (cfg.model.name, cfg.benchmark.name, cfg.rollout.backend) == ("smollm2_135m", "synthetic", "hf")
             assert cfg.n_eval == 64
         else:
             assert cfg.rollout.backend == "vllm" and cfg.model.name.startswith("qwen")
+            assert cfg.benchmark.eval_size is None  # the full test sets
+            assert cfg.n_eval >= 2 * max_k(cfg) and cfg.train.lr <= 1e-5
+            if estimators.needs_k_le_n(cfg.method.name) and max_k(cfg) > 1:
+                assert 2 * max_k(cfg) <= cfg.n, job  # unbiased arms keep K <= n/2
 
 
 def test_scale_changes_the_axes_not_only_the_sizes():
     smoke, _ = sweep_jobs("phase1", "smoke")
-    full, _ = sweep_jobs("phase1", "full")
-    assert (smoke.hydra.sweeper.params.K, full.hydra.sweeper.params.K) == ("1,4,16", "1,4,16,64")
+    full, jobs = sweep_jobs("phase1", "full")
+    assert smoke.hydra.sweeper.params.K == "1,4,16" and "K" not in full.hydra.sweeper.params
+    assert {o for job in jobs for o in job if o.startswith("+arm=")} >= {"+arm=grpo", "+arm=grpo_passk", "+arm=rloo_k_k32"}
     assert (smoke.n, full.n, smoke.steps, full.steps) == (16, 64, 10, 200)
 
 
 def test_phase3_arms_are_fixed_adaptive_and_annealed_k_with_one_estimator(tmp_path):
     _, jobs = sweep_jobs("phase3", "full")
-    schedules = {}
+    schedules, targets = {}, set()
     for job in (j for j in jobs if "seed=0" in j):
         cfg = compose(["+sweep=phase3", "scale=full", *job, f"checkpoint_dir={tmp_path}"])
         assert cfg.method.name == "pkpo_loo_minus_one"
         schedules[(cfg.schedule.name, cfg.K)] = cfg.schedule
-    assert set(schedules) == {("fixed", 1), ("fixed", 16), ("fixed", 64), ("adaptive", 64), ("anneal", 64)}
-    assert (schedules[("adaptive", 64)].k_min, schedules[("adaptive", 64)].k_max) == (1, 64)
-    assert [list(m) for m in schedules[("anneal", 64)].milestones] == [[0, 64], [100, 1]]
+        if cfg.schedule.name == "adaptive":
+            targets.add(cfg.schedule.p_target)
+    assert targets == {0.25, 0.5, 0.75}
+    assert set(schedules) == {("fixed", 1), ("fixed", 8), ("fixed", 32), ("adaptive", 32), ("anneal", 32)}
+    assert (schedules[("adaptive", 32)].k_min, schedules[("adaptive", 32)].k_max) == (1, 32)
+    assert [list(m) for m in schedules[("anneal", 32)].milestones] == [[0, 32], [100, 1]]  # PKPO's k = n/2 -> 1
 
 
 def test_launcher_presets(tmp_path):

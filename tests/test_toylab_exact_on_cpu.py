@@ -153,9 +153,9 @@ def test_every_registered_method_has_a_binary_objective_and_surrogate():
             ks = [1]
         else:
             ks = [1, 4]
-        for k in ks:
-            assert objective(method, k).weight is not None
-            assert surrogate(method, k) is not None
+        for k in ks:  # n = 8 samples per group: grpo_passk's target is Pass@n
+            assert objective(method, k, n=8).weight is not None
+            assert surrogate(method, k, n=8) is not None
 
 
 def test_continuous_objectives_are_max_at_k():

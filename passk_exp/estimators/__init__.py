@@ -11,6 +11,7 @@ over tokens and clipped belongs to the loss. Registered methods:
     plug-in         biased_k (+ BiasedKState for p_hat = ema / global)      (biased.py)
     max@k, any r    pkpo, pkpo_loo, pkpo_loo_minus_one (unbiased)           (pkpo.py)
     several k       passk_multi                                             (multi.py)
+    anchors         grpo_passk (verl), maxrl (prime-rl), dr_grpo            (anchors.py)
 
 A new method is one decorated function (`@register(name, ...)`) or one `from_surrogate(F, name=...)` call.
 What this package leaves out: metrics (passk_exp.metrics), K schedules (passk_exp.schedules), the loss and the trainer.
@@ -31,7 +32,7 @@ from passk_exp.estimators.registry import (
 )
 
 # Importing the method modules fills REGISTRY.
-from passk_exp.estimators import baselines, direct, shaping, biased, pkpo, multi  # noqa: E402,F401  isort: skip
+from passk_exp.estimators import baselines, direct, shaping, biased, pkpo, multi, anchors  # noqa: E402,F401  isort: skip
 from passk_exp.estimators.biased import BiasedKState  # noqa: E402
 from passk_exp.estimators.surrogate import forward_advantage, from_surrogate, surrogate_omega  # noqa: E402
 

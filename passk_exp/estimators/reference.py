@@ -175,11 +175,31 @@ def passk_multi(
     return out
 
 
+def grpo_passk(g: Group, k: int, std_normalize: bool = True, std_ddof: int = 1, eps: float = 1e-6) -> Group:
+    # Leave-one-out form of Tang et al.'s max@n gradient: what removing sample i costs the group's max.
+    n, m = len(g), _mean(g)
+    out = [max(g) - max(_others(g, i)) for i in range(n)]
+    if not std_normalize or _all_equal(g):
+        return out
+    sigma = math.sqrt(sum((x - m) ** 2 for x in g) / (n - std_ddof))
+    return [a / (sigma + eps) for a in out]
+
+
+def maxrl(g: Group, k: int) -> Group:
+    m = _mean(g)
+    return [0.0] * len(g) if m == 0 else [(x - m) / m for x in g]
+
+
+def dr_grpo(g: Group, k: int) -> Group:
+    m = _mean(g)
+    return [x - m for x in g]
+
+
 LOOPS: dict[str, Callable[..., Group]] = {
     f.__name__: f
     for f in (
         reinforce, rloo, grpo, reinforce_k, rloo_k, grpo_k, wk25, passk_shaping, passk_mix, skew_r, entropy_reg,
-        biased_k, pkpo, pkpo_loo, pkpo_loo_minus_one, passk_multi,
+        biased_k, pkpo, pkpo_loo, pkpo_loo_minus_one, passk_multi, grpo_passk, maxrl, dr_grpo,
     )
 }
 

@@ -143,6 +143,7 @@ def _check_weights(name: str, v: Any) -> None:
 # One checker per keyword param name: a param means the same thing in every method that takes it.
 PARAM_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "k_factor": _check_bool,
+    "std_normalize": _check_bool,
     "std_ddof": _check_ddof,
     "eps": _check_nonneg,
     "lam": _check_nonneg,

@@ -163,7 +163,7 @@ def diagnose(
     continuous = pop.kind == "gaussian"
     gen = torch.Generator().manual_seed(seed)
     g, ess, zero = mc_gradients(pop, method, k, n, params, replicates, gen, batch=batch)
-    obj = objective(method, k, params, continuous)
+    obj = objective(method, k, params, continuous, n)
     row: dict[str, Any] = {"method": method, "K": k, "n": n, "replicates": g.shape[0], "objective": obj.label}
     g_star = exact_gradient(pop, obj)
     # A saturated objective (e.g. Pass@64 at p = 0.5: ∇ = 64·0.5^63·∇p ≈ 7e-18·∇p) has no gradient to compare with:
@@ -173,7 +173,7 @@ def diagnose(
     row.update({key: float("nan") for key in compared} if row["saturated"] else compared)
     row["ess"], row["ess_se"] = _mean_se(ess.reshape(-1))
     row["zero_frac"] = float(zero.double().mean())
-    sur = surrogate(method, k, params, continuous)
+    sur = surrogate(method, k, params, continuous, n)
     row["surrogate"] = sur.label if sur is not None else None
     if sur is not None and not _flat(pop, sur):
         versus = compare(g, exact_gradient(pop, sur))

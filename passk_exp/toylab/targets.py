@@ -27,7 +27,7 @@ from passk_exp.toylab.gaussian import gauss_legendre
 
 Fn = Callable[[Tensor], Tensor]
 
-PASS_AT_1_METHODS = ("reinforce", "rloo", "grpo", "skew_r", "entropy_reg")
+PASS_AT_1_METHODS = ("reinforce", "rloo", "grpo", "skew_r", "entropy_reg", "dr_grpo", "maxrl")
 UNBIASED_METHODS = ("reinforce", "rloo", "reinforce_k", "rloo_k", "wk25", "pkpo", "pkpo_loo", "pkpo_loo_minus_one")
 
 
@@ -97,11 +97,29 @@ def _params(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**estimators.method_params(method), **dict(params or {})}
 
 
-def objective(method: str, k: int, params: Mapping[str, Any] | None = None, continuous: bool = False) -> Target:
-    """The objective `method` (as the trainer resolves it at this K) aims at, with the method's own scale."""
+def _group_size(method: str, n: int | None) -> int:
+    if n is None or n < 2:
+        raise ValueError(f"method={method!r} aims at Pass@n of its group of n samples: pass n >= 2 (got {n})")
+    return n
+
+
+def objective(
+    method: str, k: int, params: Mapping[str, Any] | None = None, continuous: bool = False, n: int | None = None
+) -> Target:
+    """The objective `method` (as the trainer resolves it at this K) aims at, with the method's own scale.
+
+    n (samples per group) is needed only by grpo_passk, whose target is max@n / n (Tang et al.'s k = n)."""
     method = estimators.resolve_method(method, k)
     merged = _params(method, params)
     scale = 1.0 if merged.get("k_factor", True) else 1.0 / k
+    if method == "grpo_passk":
+        size = _group_size(method, n)
+        if continuous:
+            return Target(f"max@{size}/{size}", max_k=size, scale=1.0 / size)
+        return pass_target(size, 1.0 / size)
+    if method == "maxrl" and not continuous:
+        # ∇log p = Σ_k ∇Pass@k / k: MaxRL's n-sample estimator is unbiased for the sum truncated at k = n − 1.
+        return Target("log p", lambda p: 1.0 / p, torch.log)
     if continuous:
         target_k = 1 if method in PASS_AT_1_METHODS else k
         return Target(f"max@{target_k}", max_k=target_k, scale=scale if target_k > 1 else 1.0)
@@ -118,12 +136,31 @@ def objective(method: str, k: int, params: Mapping[str, Any] | None = None, cont
     return pass_target(k, scale)
 
 
-def surrogate(method: str, k: int, params: Mapping[str, Any] | None = None, continuous: bool = False) -> Target | None:
+def surrogate(
+    method: str, k: int, params: Mapping[str, Any] | None = None, continuous: bool = False, n: int | None = None
+) -> Target | None:
     """The population-limit surrogate of `method` at this K (docs/methods.md §2–§8), or None where it has
-    none (passk_mix on continuous rewards; grpo-family methods on continuous rewards)."""
+    none (passk_mix on continuous rewards; grpo-family methods on continuous rewards). grpo_passk has no n → ∞
+    limit (only groups with one success move): its surrogate is its exact mean at group size n."""
     method = estimators.resolve_method(method, k)
     merged = _params(method, params)
     scale = 1.0 if merged.get("k_factor", True) else 1.0 / k
+    if method == "grpo_passk":
+        if not merged["std_normalize"]:
+            return objective(method, k, params, continuous, n)
+        if continuous:
+            return None
+        size = _group_size(method, n)
+        # On 0/1 rewards only a one-success group moves; its std is √((n−1)/(n(n−ddof))) (ε left out).
+        sigma = ((size - 1) / (size * (size - int(merged["std_ddof"])))) ** 0.5
+        scale_n = 1.0 / (size * sigma)
+        return Target(
+            f"Pass@{size}/({size}σ)", lambda p: scale_n * _pass_weight(p, size), lambda p: scale_n * pass_at_k(p, size)
+        )
+    if method == "dr_grpo":
+        return objective(method, k, params, continuous)
+    if method == "maxrl":  # continuous: its limit is ∇log E[r], which has no max@k form
+        return None if continuous else objective(method, k, params, continuous)
     if continuous:
         return objective(method, k, params, True) if method in UNBIASED_METHODS else None
     if method in UNBIASED_METHODS or method == "passk_multi":

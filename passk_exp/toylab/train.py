@@ -98,7 +98,7 @@ def train(config: Mapping[str, Any]) -> tuple[dict[str, float], History]:
         metrics: dict[str, float] = {}
         if logged:  # the step's own diagnostics cost more than the step: only on the steps that are logged
             metrics, _, _ = pass_at_k_metrics(rewards.numpy(), "train", continuous)
-            exact = torch.autograd.grad(objective_value(pop, objective(method, k, params, continuous), theta), theta)[0]
+            exact = torch.autograd.grad(objective_value(pop, objective(method, k, params, continuous, n), theta), theta)[0]
             denom = float(ascent.norm()) * float(exact.norm())
             metrics["train/grad_cosine"] = float((ascent * exact).sum()) / denom if denom > 0 else 0.0
         if regularizer["name"] == "kl":
