@@ -131,7 +131,7 @@ class HumanEval(Benchmark):
         """Which isolation the sandbox uses here (probed once, logged; warnings for every missing mechanism)."""
         if self._isolation is None:
             self._isolation = self._pool.call(probe, self.limits)
-            summary = {k: self._isolation.get(k) for k in ("user", "network", "hidden", "tmpfs", "cleanup")}
+            summary = {k: self._isolation.get(k) for k in ("confined", "user", "network", "hidden", "tmpfs", "cleanup")}
             log.info("humaneval sandbox isolation: %s, rlimits %s", summary, self._isolation.get("rlimits"))
             for warning in self._isolation.get("warnings", []):
                 log.warning("humaneval sandbox: %s", warning)

@@ -163,8 +163,11 @@ def _pid_one(result, report):
     result.write(f"ns {pid}\n")
     result.flush()
     _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        os.kill(os.getpid(), os.WTERMSIG(status))  # die the same way, so the caller reports the signal
+    if os.WIFSIGNALED(status):  # die the same way, so the caller reports the signal
+        sig = os.WTERMSIG(status)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
