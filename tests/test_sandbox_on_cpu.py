@@ -10,7 +10,6 @@ process being alive. Every test holds as root and as an ordinary user (CI runs t
 
 from __future__ import annotations
 
-import glob
 import os
 import socket
 import tempfile
@@ -42,12 +41,19 @@ def leftovers() -> list[int]:
 
 
 def run(program: str, limits: SandboxLimits = LIMITS):
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "passk-sandbox-*")))
-    start = time.monotonic()
-    result = run_program(program, limits)
-    assert time.monotonic() - start < limits.timeout_s + OVERRUN_S, "the sandbox did not stop the program"
+    # The sandbox's temporary folder goes into a folder of this call's own: other processes on the machine (other
+    # test runs) make and remove theirs in the shared temp folder at the same time.
+    private = tempfile.mkdtemp(prefix="passk-sandbox-test-")
+    saved, tempfile.tempdir = tempfile.tempdir, private
+    try:
+        start = time.monotonic()
+        result = run_program(program, limits)
+        assert time.monotonic() - start < limits.timeout_s + OVERRUN_S, "the sandbox did not stop the program"
+    finally:
+        tempfile.tempdir = saved
     assert not leftovers(), "processes of the sandbox uid survived"
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "passk-sandbox-*"))) <= before, "temp folder left"
+    assert os.listdir(private) == [], "temp folder left"
+    os.rmdir(private)
     return result
 
 
