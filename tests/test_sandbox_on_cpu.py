@@ -364,6 +364,8 @@ def test_unconfined_scoring_is_an_explicit_opt_in_and_tags_the_run(monkeypatch, 
         "unconfined_allowed"
     )
     assert "sandbox" not in run_tags(compose(["benchmark=humaneval"]))
+    with pytest.raises(ValueError, match="allow_unconfined='yes' must be true or false"):
+        load_benchmark("humaneval", workers=0, allow_unconfined="yes")  # a truthy string is no explicit opt-in
 
 
 # -- as an ordinary user, from a root run -----------------------------------------------------------------------------

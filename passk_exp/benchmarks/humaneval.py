@@ -53,6 +53,8 @@ class HumanEvalOptions(PromptOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.allow_unconfined, bool):  # "maybe" would be truthy: an opt-in must be explicit
+            raise ValueError(f"allow_unconfined={self.allow_unconfined!r} must be true or false")
         self.limits()  # checks the values
 
 
