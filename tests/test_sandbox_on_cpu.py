@@ -5,7 +5,8 @@ which it never uses up: on a loaded machine an interpreter start alone can take 
 can reach would make a verdict depend on the machine's day. A process cap is set before any program starts, so none
 can harm this shared machine. The checks look from the outside: files, sockets, processes, the temp folder, and this
 process being alive. Every test holds as root and as an ordinary user (CI runs this file a second time as one, see
-.ci/run); the ones about the dedicated uid need root, and one runs the sandbox as `nobody` from a root run.
+.ci/run): what only root has (the dedicated uid, no groups) is checked inside the tests under `if ROOT`, and one
+test runs the sandbox as `nobody` from a root run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ SHORT = SandboxLimits(timeout_s=1.0, memory_mb=512, processes=6)
 # Far above any sandbox start and cleanup, however loaded the machine: only a sandbox that fails to stop a program
 # at its wall clock (these run programs that never end by themselves) can cross it.
 OVERRUN_S = 60.0
-needs_root = pytest.mark.skipif(not ROOT, reason="privilege drop and uid-wide cleanup need root")
 
 
 def sandbox_uid() -> int:
