@@ -51,7 +51,7 @@ TMPFS_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
 STARTUP_GRACE_S = 1.0  # interpreter start and isolation set-up, on top of the program's own timeout
 MAX_RESULT_BYTES = 1 << 16
 PR_SET_CHILD_SUBREAPER = 36
-NAMESPACE_END_S = 5.0  # the kernel kills a PID namespace (at most `processes` processes) well within this
+NAMESPACE_END_S = 30.0  # the kernel ends a PID namespace (at most `processes` processes) in milliseconds
 # What to enable where the kernel refuses a user its namespaces (one line, shown when HumanEval scoring stops).
 ENABLE_NAMESPACES = (
     "enable unprivileged user namespaces (sysctl user.max_user_namespaces=10000; on Debian/Ubuntu kernels also "
@@ -175,6 +175,7 @@ def _namespace_init_alive(pid: int) -> bool:
 
 
 def _namespace_init(data: bytes) -> Optional[int]:
+    """The runner's `ns <pid>` line: the first one, written right after the fork, long before the program runs."""
     for line in data.decode("utf-8", "replace").splitlines():
         if line.startswith("ns ") and line[3:].isdigit():
             return int(line[3:])
@@ -192,7 +193,8 @@ def _cleanup(process: subprocess.Popen, uid: int, gid: int, dedicated: bool, ini
         # The init dies with the runner (same group, or its parent-death signal) and takes the namespace along;
         # its exit completes only after every other process in it is gone.
         try:
-            os.kill(init, signal.SIGKILL)
+            if _namespace_init_alive(init):  # never any other process, should a program forge the line
+                os.kill(init, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         deadline = time.monotonic() + NAMESPACE_END_S
