@@ -70,6 +70,8 @@ def run_tags(cfg: DictConfig) -> dict[str, Any]:
         tags["phase"] = cfg.phase
     if cfg.get("scale"):
         tags["scale"] = cfg.scale
+    if cfg.benchmark.get("allow_unconfined"):  # HumanEval may score without the sandbox's namespaces
+        tags["sandbox"] = "unconfined_allowed"
     return tags
 
 

@@ -111,11 +111,11 @@ up() {
     fi
     munged --force --key-file="$DIR/munge/munge.key" --socket="$SOCKET" --pid-file="$DIR/munge/munged.pid" \
         --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed"
-    wait_for 10 munged test -S "$SOCKET"
+    wait_for 60 munged test -S "$SOCKET"
     write_conf
     slurmctld -c -f "$CONF"
     slurmd -f "$CONF" -N "$NODE"
-    wait_for 30 "slurmctld and slurmd" ready
+    wait_for 120 "slurmctld and slurmd" ready
     log "up in $DIR ($(nproc) CPUs, partition debug)"
     echo "export SLURM_CONF=$CONF"
 }

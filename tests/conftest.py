@@ -16,6 +16,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+SLOW_TEST_TIMEOUT_S = 1800  # pyproject's per-test timeout is for the rest; a test's own @pytest.mark.timeout wins
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+
+
 def tiny_overrides(tmp_path: Path, **extra) -> list[str]:
     """A 2-step job on the tiny model that exercises every stage (rollout, verify, update, eval, checkpoint, MLflow)."""
     values = {

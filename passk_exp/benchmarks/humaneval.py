@@ -6,7 +6,8 @@ program prompt + completion + the problem's tests + `check(entry_point)` runs in
 tests ran to their end. With `chat: true` the reply's first fenced code block (or the whole reply) is used: appended
 after the prompt when it defines the entry point itself, as a continuation otherwise. HumanEval has no train split:
 both splits are the same 164 problems (train_stream cycles over them). The package's own checker calls itself "not
-a security sandbox" and is not used.
+a security sandbox" and is not used. Where the kernel refuses the sandbox its namespaces, the benchmark stops at
+construction with one line saying what to enable, unless `allow_unconfined: true` opts in to scoring without them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from passk_exp.benchmarks.base import Benchmark, Problem, PromptOptions, Record
-from passk_exp.benchmarks.sandbox import SandboxLimits, become_subreaper, run_program
+from passk_exp.benchmarks.sandbox import (
+    ENABLE_NAMESPACES, SandboxLimits, become_subreaper, confinement_refused, run_program,
+)
 from passk_exp.benchmarks.scoring import VerifierPool
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,8 @@ _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re
 @dataclass(frozen=True)
 class HumanEvalOptions(PromptOptions):
     """timeout_s / memory_mb / processes / file_mb / user: sandbox limits per completion (see sandbox.SandboxLimits).
+    allow_unconfined: score even where the kernel refuses the sandbox its namespaces (files then protected by
+    permissions only, background processes by process group only); off, scoring stops there instead.
     stop: cut a (plain) completion at the first of these strings; [] keeps it whole."""
 
     chat: bool = False
@@ -37,16 +42,19 @@ class HumanEvalOptions(PromptOptions):
     processes: int = 8
     file_mb: int = 16
     user: str = "auto"
+    allow_unconfined: bool = False
     stop: Sequence[str] = field(default_factory=lambda: list(CODEX_STOPS))
 
     def limits(self) -> SandboxLimits:
         return SandboxLimits(
             timeout_s=self.timeout_s, memory_mb=self.memory_mb, processes=self.processes, file_mb=self.file_mb,
-            user=self.user,
+            user=self.user, allow_unconfined=self.allow_unconfined,
         )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.allow_unconfined, bool):  # "maybe" would be truthy: an opt-in must be explicit
+            raise ValueError(f"allow_unconfined={self.allow_unconfined!r} must be true or false")
         self.limits()  # checks the values
 
 
@@ -87,6 +95,11 @@ def probe(limits: SandboxLimits) -> dict[str, Any]:
     return {**result.isolation, "probe": result.status, "probe_s": round(result.seconds, 4)}
 
 
+class ConfinementRefused(ValueError):
+    """The kernel refuses the sandbox its namespaces and unconfined scoring was not allowed (a ValueError: the CLI
+    stops with its one line)."""
+
+
 class HumanEval(Benchmark):
     name = "humaneval"
     Options = HumanEvalOptions
@@ -94,6 +107,12 @@ class HumanEval(Benchmark):
     def __init__(self, options: HumanEvalOptions) -> None:
         super().__init__(options)
         self.limits = options.limits()
+        refused = confinement_refused()
+        if refused and not options.allow_unconfined:
+            raise ConfinementRefused(f"benchmark=humaneval: the sandbox cannot confine programs here ({refused}); "
+                                     f"{ENABLE_NAMESPACES}")
+        if refused:
+            log.warning("humaneval sandbox: no namespaces (%s); scoring unconfined (allow_unconfined=true)", refused)
         self._pool = VerifierPool(self.name, options.workers, options.timeout_s + 10.0, initializer=become_subreaper)
         self._isolation: Optional[dict[str, Any]] = None
 
@@ -114,7 +133,7 @@ class HumanEval(Benchmark):
         """Which isolation the sandbox uses here (probed once, logged; warnings for every missing mechanism)."""
         if self._isolation is None:
             self._isolation = self._pool.call(probe, self.limits)
-            summary = {k: self._isolation.get(k) for k in ("user", "network", "hidden", "tmpfs", "cleanup")}
+            summary = {k: self._isolation.get(k) for k in ("confined", "user", "network", "hidden", "tmpfs", "cleanup")}
             log.info("humaneval sandbox isolation: %s, rlimits %s", summary, self._isolation.get("rlimits"))
             for warning in self._isolation.get("warnings", []):
                 log.warning("humaneval sandbox: %s", warning)

@@ -1,27 +1,32 @@
 """Run untrusted Python (model-written code plus its tests) in its own isolated process tree, then leave no trace.
 
 Each program gets a fresh interpreter (`python -I -S -B`: isolated mode, no site-packages, no .pyc writes) started by
-`sandbox_runner.py`, which, when it starts as root (the usual trainer setup), takes in order:
+`sandbox_runner.py`, which takes in order:
   * a new network namespace (no interface but a downed loopback: no socket reaches anything) and a mount namespace
-    with private tmpfs over /tmp, /var/tmp and /dev/shm (the working directory lives there and vanishes with it) and an
-    empty, unreadable tmpfs over the home folders;
+    in which every mount is read-only, with private tmpfs over /tmp, /var/tmp and /dev/shm (the working directory
+    lives there and vanishes with it) and an empty, unreadable tmpfs over the home folders. Root has these directly;
+    an ordinary user (a SLURM job) gets them inside a new user namespace, plus a PID namespace whose init runs the
+    program, so every process it starts dies with it;
   * rlimits (CPU seconds, address space, file size, open files, no core dumps, and the process count, set before
     the privilege drop so a fork bomb is capped before its first fork);
-  * a drop to a dedicated, unused uid (one per worker process, so the process cap binds root too and no other
-    sandbox shares it), no supplementary groups, no_new_privs, and death with its parent.
+  * as root, a drop to a dedicated, unused uid (one per worker process, so the process cap binds root too and no other
+    sandbox shares it); as a user, the drop of every capability the user namespace gave; then no supplementary groups,
+    no_new_privs, and death with its parent.
 A pass is `pass <nonce>` on the result channel, written after the program ran to its end: an exit code (os._exit(0),
 sys.exit(0)) never passes. Afterwards every process of the dedicated uid is killed (kill(-1) issued as that uid, so
-double-forked daemons and escaped sessions go too) and reaped, and the parent's temporary folder is removed.
-Without root the sandbox degrades, with warnings in the isolation report: a user namespace for the network where the
-kernel allows it, no privilege drop, cleanup by process group only.
+double-forked daemons and escaped sessions go too) and reaped, or, without root, the PID namespace's init is waited
+for (its end takes the namespace with it); the parent's temporary folder is removed.
+Where the kernel refuses the namespaces, no program runs (`confinement_refused` says why, in one line) unless
+`SandboxLimits.allow_unconfined` opts in to the old fallback: permissions and process groups only, with warnings.
 
 Left out: in-process forgery. The program shares its interpreter with the runner, so code written to attack this
 harness (reading the runner's frames, overriding `==` on its return values) can fake a pass; that is reward hacking to
-catch in review, not a risk to the machine.
-"""
+catch in review, not a risk to the machine. Also left out: seccomp filters (the program may make any system call the
+namespaces and rlimits leave it)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -36,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
 # A dedicated uid is this base plus the pid of the process that starts sandboxes: pids stay below 2**22, so uids stay
@@ -46,6 +51,13 @@ TMPFS_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
 STARTUP_GRACE_S = 1.0  # interpreter start and isolation set-up, on top of the program's own timeout
 MAX_RESULT_BYTES = 1 << 16
 PR_SET_CHILD_SUBREAPER = 36
+NAMESPACE_END_S = 30.0  # the kernel ends a PID namespace (at most `processes` processes) in milliseconds
+# What to enable where the kernel refuses a user its namespaces (one line, shown when HumanEval scoring stops).
+ENABLE_NAMESPACES = (
+    "enable unprivileged user namespaces (sysctl user.max_user_namespaces=10000; on Debian/Ubuntu kernels also "
+    "kernel.unprivileged_userns_clone=1, on Ubuntu 24.04+ kernel.apparmor_restrict_unprivileged_userns=0), run as "
+    "root, or set benchmark.allow_unconfined=true to score without this isolation"
+)
 
 _subreaper = False
 
@@ -54,7 +66,8 @@ _subreaper = False
 class SandboxLimits:
     """timeout_s: wall clock per program. memory_mb: address space per process. processes: process count.
     file_mb: largest file it may write. disk_mb: size of each private tmpfs. user: "auto" (a dedicated unused uid) or
-    the name of an unprivileged user (its other processes then share the process cap)."""
+    the name of an unprivileged user (its other processes then share the process cap). allow_unconfined: where the
+    kernel refuses namespaces, run programs anyway (permissions and process groups only) instead of failing them."""
 
     timeout_s: float = 5.0
     memory_mb: int = 1024
@@ -62,6 +75,7 @@ class SandboxLimits:
     file_mb: int = 16
     disk_mb: int = 64
     user: str = "auto"
+    allow_unconfined: bool = False
 
     def __post_init__(self) -> None:
         for key in ("timeout_s", "memory_mb", "processes", "file_mb", "disk_mb"):
@@ -149,13 +163,47 @@ def _reap() -> None:
             return
 
 
-def _cleanup(process: subprocess.Popen, uid: int, gid: int, dedicated: bool) -> bool:
+def _namespace_init_alive(pid: int) -> bool:
+    """Whether `pid` is still a live init of a nested PID namespace (its NSpid line ends in 1), not a zombie."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+    except OSError:
+        return False
+    nspids = fields.get("NSpid", "").split()
+    return len(nspids) >= 2 and nspids[-1] == "1" and fields.get("State", "").split()[:1] not in (["Z"], ["X"])
+
+
+def _namespace_init(data: bytes) -> Optional[int]:
+    """The runner's `ns <pid>` line: the first one, written right after the fork, long before the program runs."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.startswith("ns ") and line[3:].isdigit():
+            return int(line[3:])
+    return None
+
+
+def _cleanup(process: subprocess.Popen, uid: int, gid: int, dedicated: bool, init: Optional[int]) -> bool:
     """Kill the program's whole tree; True when nothing of it is left."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     process.wait()
+    if init is not None:
+        # The init dies with the runner (same group, or its parent-death signal) and takes the namespace along;
+        # its exit completes only after every other process in it is gone.
+        try:
+            if _namespace_init_alive(init):  # never any other process, should a program forge the line
+                os.kill(init, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + NAMESPACE_END_S
+        while _namespace_init_alive(init):
+            if time.monotonic() > deadline:
+                return False
+            _reap()
+            time.sleep(0.001)
+        _reap()
     if not dedicated:
         return True
     for attempt in range(200):
@@ -200,6 +248,16 @@ def _read_results(process: subprocess.Popen, deadline: float) -> tuple[bytes, bo
                 return bytes(data), False
 
 
+def _runner_env() -> dict[str, str]:
+    """The runner's environment: nothing of the caller's but what an interpreter may need to start (a Python built
+    with its libpython outside the loader's paths, as module systems on clusters install it). The runner clears it
+    before the program runs."""
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    if os.environ.get("LD_LIBRARY_PATH"):
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    return env
+
+
 def run_program(program: str, limits: SandboxLimits = SandboxLimits()) -> RunResult:
     """Run `program` in the sandbox; passed only when it ran to its end. Never raises for anything the program does."""
     start = time.monotonic()
@@ -216,11 +274,12 @@ def run_program(program: str, limits: SandboxLimits = SandboxLimits()) -> RunRes
             "cpu_s": math.ceil(limits.timeout_s) + 1, "memory_mb": limits.memory_mb, "file_mb": limits.file_mb,
             "disk_mb": limits.disk_mb, "nproc": limits.processes + already,
             "tmpfs": [f for f in TMPFS_FOLDERS if _coverable(f)], "hide": _home_folders(),
+            "allow_unconfined": limits.allow_unconfined,
         }
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", str(RUNNER)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, start_new_session=True, close_fds=True,
+            cwd="/", env=_runner_env(), start_new_session=True, close_fds=True,
         )
         try:
             try:
@@ -230,7 +289,7 @@ def run_program(program: str, limits: SandboxLimits = SandboxLimits()) -> RunRes
                 pass
             data, timed_out = _read_results(process, start + limits.timeout_s + STARTUP_GRACE_S)
         finally:
-            clean = _cleanup(process, uid, gid, dedicated)
+            clean = _cleanup(process, uid, gid, dedicated, _namespace_init(data))
             process.stdout.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -249,9 +308,14 @@ def _verdict(data: bytes, timed_out: bool, nonce: str, code: int, seconds: float
                 pass
             break
     isolation["user"] = f"dedicated uid {uid}" if dedicated else f"uid {uid}"
-    isolation["cleanup"] = "kill every process of the uid" if dedicated else "process group"
+    if dedicated:
+        isolation["cleanup"] = "kill every process of the uid"
+    elif isolation.get("pid_namespace"):
+        isolation["cleanup"] = "PID namespace (every process ends with its init)"
+    else:
+        isolation["cleanup"] = "process group"
     if not clean:
-        isolation.setdefault("warnings", []).append(f"processes of uid {uid} survived cleanup")
+        isolation.setdefault("warnings", []).append(f"processes of the sandbox (uid {uid}) survived cleanup")
     if f"pass {nonce}" in lines:
         return RunResult(True, "pass", "", seconds, isolation)
     if timed_out:
@@ -264,3 +328,20 @@ def _verdict(data: bytes, timed_out: bool, nonce: str, code: int, seconds: float
     else:
         detail = f"exited with code {code} before the end of the program"
     return RunResult(False, "error" if detail.startswith("error ") else "fail", detail, seconds, isolation)
+
+
+@functools.lru_cache(maxsize=None)
+def _confinement_refused(euid: int) -> Optional[str]:
+    result = run_program("pass\n", SandboxLimits(timeout_s=10.0))
+    if result.passed:
+        return None
+    marker = "namespaces refused: "
+    if marker in result.detail:
+        return result.detail.split(marker, 1)[1]
+    return None  # the namespaces held and something else failed: the probe of the caller reports that
+
+
+def confinement_refused() -> Optional[str]:
+    """None where sandboxes get their namespaces here; otherwise why not, in a few words (probed once per uid by
+    starting a trivial program)."""
+    return _confinement_refused(os.geteuid())
