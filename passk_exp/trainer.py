@@ -63,6 +63,8 @@ def run_tags(cfg: DictConfig) -> dict[str, Any]:
         tags["phase"] = cfg.phase
     if cfg.get("scale"):
         tags["scale"] = cfg.scale
+    if cfg.benchmark.get("allow_overlap"):
+        tags["allow_overlap"] = "true"
     return tags
 
 
@@ -75,6 +77,8 @@ class Trainer:
         # The benchmark first: a missing dataset file must fail before a model is loaded.
         self.bench = load_benchmark(**self.config_dict["benchmark"])
         self.eval_problems = self.bench.problems("test")
+        # Measured, not assumed: also stops a run without a separate train source before the model loads.
+        self.train_eval_overlap = self.bench.train_eval_overlap(cfg.seed, cfg.steps * cfg.train.prompts_per_step)
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.device == "cpu" and cfg.keep_freed_memory:
@@ -132,6 +136,7 @@ class Trainer:
         if resumed_run_id is None:
             tracker.set_tags({**run_tags(cfg), "precision": self.precision, "run_key": self.checkpoint_dir.name})
             tracker.log_params(flatten(self.config_dict))
+            tracker.log_params({"train_eval_overlap": str(self.train_eval_overlap)})
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         else:
             self._already_logged_until = {
