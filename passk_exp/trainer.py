@@ -72,6 +72,8 @@ def run_tags(cfg: DictConfig) -> dict[str, Any]:
         tags["scale"] = cfg.scale
     if cfg.benchmark.get("allow_unconfined"):  # HumanEval may score without the sandbox's namespaces
         tags["sandbox"] = "unconfined_allowed"
+    if cfg.benchmark.get("allow_overlap"):
+        tags["allow_overlap"] = "true"
     return tags
 
 
@@ -89,6 +91,8 @@ class Trainer:
         except ValueError as error:  # a missing or malformed dataset file: the benchmark's own one-line message
             raise ConfigError(str(error)) from None
         self.eval_problems = self.bench.problems("test")
+        # Measured, not assumed: also stops a run without a separate train source before the model loads.
+        self.train_eval_overlap = self.bench.train_eval_overlap(cfg.seed, cfg.steps * cfg.train.prompts_per_step)
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.device == "cpu" and cfg.keep_freed_memory:
@@ -152,6 +156,7 @@ class Trainer:
             tracker.set_tags({**run_tags(cfg), "precision": self.precision, **tags})
             tracker.log_params(flatten(self.config_dict))
             tracker.log_params(self.finetune.params())
+            tracker.log_params({"train_eval_overlap": str(self.train_eval_overlap)})
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         else:
             self._already_logged_until = {

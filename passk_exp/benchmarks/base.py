@@ -12,13 +12,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import re
+import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Optional, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+# The fewest distinct training problems a generated task may be left with once its eval problems are taken out. The
+# default job draws steps * prompts_per_step = 30 * 4 = 120 training prompts: with at least 50 distinct problems each
+# comes back under 2.5 times on average, so the run learns the task, not a handful of answers; and single-digit
+# addition (100 problems) can still hold out up to half of its problems.
+MIN_TRAIN_PROBLEMS = 50
+_SPACE_AT_PUNCTUATION = re.compile(r"\s*([^\w\s])\s*")
+
+
+def normalise_question(text: str) -> str:
+    """The form in which two questions count as the same problem: Unicode NFKC, case-folded, whitespace runs as one
+    space, none around punctuation or operators ("What is 3+5?" == "what is 3 + 5 ?"). Words and numbers stay apart."""
+    text = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return _SPACE_AT_PUNCTUATION.sub(r"\1", text)
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,8 @@ class PromptOptions:
     eval_size: number of held-out problems in problems("test") (None = the benchmark's whole test set).
     seed: fixes generated problems, the eval subset and few-shot picks.
     workers: verifier processes for the expensive verifiers (0 = verify inline in the caller).
+    allow_overlap: let training see the eval problems (one file for both splits, no exclusion), with a warning and
+        the run tag `allow_overlap`; for smoke tests only, never for a reported result.
     """
 
     chat: bool = True
@@ -62,6 +79,7 @@ class PromptOptions:
     eval_size: Optional[int] = None
     seed: int = 0
     workers: int = 2
+    allow_overlap: bool = False
 
     def __post_init__(self) -> None:
         if "{question}" not in self.prompt_template:
@@ -110,7 +128,11 @@ class Benchmark(ABC):
     def __init__(self, options: PromptOptions) -> None:
         self.options = options
         self._cache: dict[str, list[Problem]] = {}
+        self._split_cache: dict[str, list[Record]] = {}
         self._shot_records: Optional[list[Record]] = None
+        if options.allow_overlap:
+            log.warning("%s: allow_overlap=true: training may see the eval problems, so this run's eval is not held "
+                        "out (run tag allow_overlap)", self.name)
 
     # -- problems -------------------------------------------------------------------------------------------------
     @abstractmethod
@@ -118,28 +140,69 @@ class Benchmark(ABC):
         """Every record of a split, in a fixed order (the eval subset and shuffles are taken from it)."""
 
     def problems(self, split: str) -> list[Problem]:
-        """The fixed, deterministic problem list of a split; "test" holds the first `eval_size` of a seeded shuffle."""
+        """The fixed, deterministic problem list of a split; "test" holds the first `eval_size` of a seeded shuffle,
+        "train" never holds a problem whose normalised question is in the test split (unless `allow_overlap`)."""
         if split not in SPLITS:
             raise ValueError(f"{self.name}: split={split!r} is not one of {list(SPLITS)}")
         if split not in self._cache:
-            records = self._records(split)
-            if not records:
-                raise ValueError(f"{self.name}: split {split!r} has no problems")
-            if split == "test" and self.options.eval_size is not None and self.options.eval_size < len(records):
-                picked = sorted(random.Random(self.options.seed).sample(range(len(records)), self.options.eval_size))
-                records = [records[i] for i in picked]
-            self._cache[split] = [self._problem(r) for r in records]
+            self._cache[split] = [self._problem(r) for r in self._split_records(split)]
         return list(self._cache[split])
 
-    def train_stream(self, seed: int) -> Iterator[Problem]:
-        """Infinite: shuffled epochs over problems("train"), each epoch reshuffled from `seed`."""
-        problems = self.problems("train")
+    def _split_records(self, split: str) -> list[Record]:
+        """The records behind problems(split): the eval subset of "test", "train" minus every test question."""
+        if split not in self._split_cache:
+            self._split_cache[split] = self._select_records(split)
+        return self._split_cache[split]
+
+    def _select_records(self, split: str) -> list[Record]:
+        records = self._records(split)
+        if not records:
+            raise ValueError(f"{self.name}: split {split!r} has no problems")
+        if split == "test" and self.options.eval_size is not None and self.options.eval_size < len(records):
+            picked = sorted(random.Random(self.options.seed).sample(range(len(records)), self.options.eval_size))
+            records = [records[i] for i in picked]
+        if split == "train" and not self.options.allow_overlap:
+            held_out = self.eval_questions(whole_split=True)
+            kept = [r for r in records if normalise_question(r.question) not in held_out]
+            if not kept:
+                raise ValueError(
+                    f"{self.name}: all {len(records)} train problems are also test problems; give a separate train "
+                    "source (or allow_overlap=true for a smoke test)"
+                )
+            records = kept
+        return records
+
+    def eval_questions(self, whole_split: bool = False) -> set[str]:
+        """Normalised questions of the eval problems (of the whole test split with `whole_split`)."""
+        records = self._records("test") if whole_split else self._split_records("test")
+        return {normalise_question(r.question) for r in records}
+
+    def _train_records(self, seed: int) -> Iterator[Record]:
+        """Infinite: shuffled epochs over the train split's records, each epoch reshuffled from `seed`."""
+        records = self._split_records("train")
         rng = random.Random(seed)
         while True:
-            order = list(range(len(problems)))
+            order = list(range(len(records)))
             rng.shuffle(order)
             for i in order:
-                yield problems[i]
+                yield records[i]
+
+    def train_stream(self, seed: int) -> Iterator[Problem]:
+        """Infinite: the training problems in the order a run with this `seed` consumes them."""
+        for record in self._train_records(seed):
+            yield self._problem(record)
+
+    def _drawable_train_records(self, seed: int, draws: int) -> Iterable[Record]:
+        """The training records a run can draw: the whole (finite) train split; generated tasks override this."""
+        return self._split_records("train")
+
+    def train_eval_overlap(self, seed: int, draws: int) -> int:
+        """How many distinct eval problems have their normalised question among the training problems a run can
+        draw: the whole train split for fixed problem sets, the first `draws` problems of `train_stream(seed)` for
+        generated tasks (a run consumes steps * prompts_per_step). 0 when held out, as every benchmark is unless
+        `allow_overlap`."""
+        trained = {normalise_question(r.question) for r in self._drawable_train_records(seed, draws)}
+        return len(self.eval_questions() & trained)
 
     def _problem(self, record: Record) -> Problem:
         from passk_exp.benchmarks.prompts import format_prompt
@@ -149,8 +212,8 @@ class Benchmark(ABC):
         return Problem(id=record.id, prompt=prompt, answer=record.answer, meta=dict(record.meta))
 
     def _shot_pool(self) -> list[Record]:
-        """Records few-shot examples come from (the train split by default)."""
-        return self._records("train")
+        """Records few-shot examples come from (the train split, eval problems excluded, by default)."""
+        return self._split_records("train")
 
     def _shots(self, record: Record) -> list[tuple[str, str]]:
         if self._shot_records is None:

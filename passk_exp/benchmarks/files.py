@@ -1,23 +1,23 @@
 """File-backed benchmarks: rows from `path=` (JSONL or parquet, a file or a folder of split files) or from the Hub.
 
-`path` wins when set. A file serves every split (handy for smoke runs: training then sees the eval problems, and a
-warning says so); a folder holds one file per split, named after the split (`train.jsonl`, `test-00000.parquet`).
-Without `path` the `datasets` package is tried (a reachable Hub or its local cache); any failure there becomes one
-line naming the dataset and how to set `benchmark.path`. The verifier itself is the subclass's business.
+Train and eval come from separate sources. `path` is a folder holding one file per split, named after the split
+(`train.jsonl`, `test-00000.parquet`), or the eval file alone; `train_path` (a file or such a folder) gives the train
+split and wins over `path` for it. Without them the `datasets` package is tried (a reachable Hub or its local cache);
+any failure there becomes one line naming the dataset and the option to set. One source for both splits (a single
+file, or `train_split` equal to `test_split`) stops with one line, unless `allow_overlap` (smoke tests); training
+never sees a problem whose normalised question is an eval question either way (base.py). The verifier itself is the
+subclass's business.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from passk_exp.benchmarks.base import Benchmark, Problem, PromptOptions, Record
 from passk_exp.benchmarks.scoring import VerifierPool
-
-log = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".parquet")
 
@@ -58,10 +58,13 @@ def split_file(path: Path, split: str) -> Path:
     raise ValueError(f"benchmark.path={str(path)!r} does not exist")
 
 
-def hub_rows(benchmark: str, dataset: str, config: Optional[str], split: str, fields: Sequence[str]) -> list[dict]:
-    """Rows of a Hub dataset split through `datasets` (network or local cache), or one clear line saying what to do."""
+def hub_rows(
+    benchmark: str, dataset: str, config: Optional[str], split: str, fields: Sequence[str], option: str = "path"
+) -> list[dict]:
+    """Rows of a Hub dataset split through `datasets` (network or local cache), or one clear line saying what to do
+    (`option`: the benchmark key that would give this split a local file)."""
     hint = (
-        f"set benchmark.path=/path/to/{benchmark}_{split}.jsonl (JSONL or parquet with fields {list(fields)}), "
+        f"set benchmark.{option}=/path/to/{benchmark}_{split}.jsonl (JSONL or parquet with fields {list(fields)}), "
         "or a folder with one such file per split"
     )
     try:
@@ -83,11 +86,13 @@ def hub_rows(benchmark: str, dataset: str, config: Optional[str], split: str, fi
 
 @dataclass(frozen=True)
 class FileOptions(PromptOptions):
-    """path: JSONL/parquet file or folder (wins over the Hub). dataset / dataset_config: Hub id used without a path.
-    train_split / test_split: split names (Hub splits, or file-name prefixes in a folder). question_field /
-    answer_field: row keys of the question and of the reference answer."""
+    """path: folder of split files, or the eval file (wins over the Hub). train_path: the train split's file or folder
+    (wins over path). dataset / dataset_config: Hub id used without them. train_split / test_split: split names (Hub
+    splits, or file-name prefixes in a folder). question_field / answer_field: row keys of the question and of the
+    reference answer."""
 
     path: Optional[str] = None
+    train_path: Optional[str] = None
     dataset: str = ""
     dataset_config: Optional[str] = None
     train_split: str = "train"
@@ -107,11 +112,6 @@ class FileBenchmark(Benchmark):
         super().__init__(options)
         self._rows: dict[str, list[Record]] = {}
         self._pool = VerifierPool(self.name, options.workers, self.item_timeout_s)
-        if options.path is not None and Path(options.path).is_file():
-            log.warning(
-                "%s: benchmark.path=%s is one file, so it serves both train and test (training sees the eval set)",
-                self.name, options.path,
-            )
 
     def _row_record(self, row: dict[str, Any], split: str, index: int, where: str) -> Record:
         raise NotImplementedError
@@ -123,16 +123,41 @@ class FileBenchmark(Benchmark):
             )
         return str(row[key])
 
+    def _source(self, split: str) -> tuple[Optional[Path], str]:
+        """Where a split's rows come from: (file, its name) or (None, the Hub id and split)."""
+        name = self.options.train_split if split == "train" else self.options.test_split
+        path = self.options.path
+        if split == "train" and self.options.train_path is not None:
+            path = self.options.train_path
+        if path is not None:
+            source = split_file(Path(path), name)
+            return source, str(source)
+        return None, f"{self.options.dataset}[{name}]"
+
+    def _check_separate_sources(self) -> None:
+        """One source serving both splits means training on the eval problems: refused unless allow_overlap."""
+        (train_file, train_where), (test_file, test_where) = self._source("train"), self._source("test")
+        same = train_file.resolve() == test_file.resolve() if train_file and test_file else train_where == test_where
+        if same and not self.options.allow_overlap:
+            raise ValueError(
+                f"{self.name}: {train_where} would serve both train_split={self.options.train_split!r} and "
+                f"test_split={self.options.test_split!r} (training on the eval problems); set benchmark.path to a "
+                f"folder holding {self.options.train_split}*.jsonl and {self.options.test_split}*.jsonl, or give "
+                "the training file as benchmark.train_path=FILE (allow_overlap=true only for a smoke test)"
+            )
+
     def _records(self, split: str) -> list[Record]:
         if split not in self._rows:
-            name = self.options.train_split if split == "train" else self.options.test_split
-            if self.options.path is not None:
-                source = split_file(Path(self.options.path), name)
-                rows, where = read_rows(source), str(source)
+            if split == "train":
+                self._check_separate_sources()
+            source, where = self._source(split)
+            if source is not None:
+                rows = read_rows(source)
             else:
+                name = self.options.train_split if split == "train" else self.options.test_split
                 fields = [self.options.question_field, self.options.answer_field]
-                rows = hub_rows(self.name, self.options.dataset, self.options.dataset_config, name, fields)
-                where = f"{self.options.dataset}[{name}]"
+                option = "train_path" if split == "train" else "path"
+                rows = hub_rows(self.name, self.options.dataset, self.options.dataset_config, name, fields, option)
             if not rows:
                 raise ValueError(f"{self.name}: split {split!r} from {where} has no problems")
             self._rows[split] = [self._row_record(row, split, i, f"{where} row {i + 1}") for i, row in enumerate(rows)]

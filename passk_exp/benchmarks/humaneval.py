@@ -4,10 +4,12 @@ As in HumanEval, the prompt is the function signature and docstring and the comp
 `chat: false`); the completion is cut at the first of the Codex stop sequences (`stop`, "\\ndef" etc.), then the
 program prompt + completion + the problem's tests + `check(entry_point)` runs in `sandbox.py`. Reward 1 only when the
 tests ran to their end. With `chat: true` the reply's first fenced code block (or the whole reply) is used: appended
-after the prompt when it defines the entry point itself, as a continuation otherwise. HumanEval has no train split:
-both splits are the same 164 problems (train_stream cycles over them). The package's own checker calls itself "not
-a security sandbox" and is not used. Where the kernel refuses the sandbox its namespaces, the benchmark stops at
-construction with one line saying what to enable, unless `allow_unconfined: true` opts in to scoring without them.
+after the prompt when it defines the entry point itself, as a continuation otherwise. HumanEval is eval-only: its 164
+problems are the test split, and training needs its own problems in `train_path` (JSONL/parquet rows in HumanEval's
+format, e.g. MBPP converted), else problems("train") stops with one line (`allow_overlap` trains on the 164, for smoke
+tests). The package's own checker calls itself "not a security sandbox" and is not used. Where the kernel refuses the
+sandbox its namespaces, the benchmark stops at construction with one line saying what to enable, unless
+`allow_unconfined: true` opts in to scoring without them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from passk_exp.benchmarks.base import Benchmark, Problem, PromptOptions, Record
@@ -25,6 +28,7 @@ from passk_exp.benchmarks.scoring import VerifierPool
 
 log = logging.getLogger(__name__)
 
+TRAIN_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 CODEX_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -34,9 +38,11 @@ class HumanEvalOptions(PromptOptions):
     """timeout_s / memory_mb / processes / file_mb / user: sandbox limits per completion (see sandbox.SandboxLimits).
     allow_unconfined: score even where the kernel refuses the sandbox its namespaces (files then protected by
     permissions only, background processes by process group only); off, scoring stops there instead.
-    stop: cut a (plain) completion at the first of these strings; [] keeps it whole."""
+    stop: cut a (plain) completion at the first of these strings; [] keeps it whole. train_path: training problems
+    (rows with the keys of TRAIN_FIELDS); HumanEval itself is eval-only."""
 
     chat: bool = False
+    train_path: Optional[str] = None
     timeout_s: float = 5.0
     memory_mb: int = 1024
     processes: int = 8
@@ -100,6 +106,16 @@ class ConfinementRefused(ValueError):
     stops with its one line)."""
 
 
+def _record(row: dict[str, Any]) -> Record:
+    return Record(
+        id=row["task_id"],
+        question=row["prompt"],
+        answer=row["canonical_solution"],
+        demo=row["canonical_solution"],
+        meta={key: row[key] for key in ("task_id", "prompt", "entry_point", "test")},
+    )
+
+
 class HumanEval(Benchmark):
     name = "humaneval"
     Options = HumanEvalOptions
@@ -117,17 +133,22 @@ class HumanEval(Benchmark):
         self._isolation: Optional[dict[str, Any]] = None
 
     def _records(self, split: str) -> list[Record]:
-        return [
-            Record(
-                id=row["task_id"],
-                question=row["prompt"],
-                answer=row["canonical_solution"],
-                demo=row["canonical_solution"],
-                meta={"task_id": row["task_id"], "prompt": row["prompt"], "entry_point": row["entry_point"],
-                      "test": row["test"]},
+        if split == "test" or (self.options.train_path is None and self.options.allow_overlap):
+            return [_record(row) for row in read_humaneval()]
+        if self.options.train_path is None:
+            raise ValueError(
+                "humaneval is eval-only (its 164 problems are the test split); to train, set benchmark.train_path="
+                f"FILE.jsonl with rows {list(TRAIN_FIELDS)} (e.g. MBPP converted), or allow_overlap=true for a smoke "
+                "test"
             )
-            for row in read_humaneval()
-        ]
+        from passk_exp.benchmarks.files import read_rows, split_file
+
+        rows = read_rows(split_file(Path(self.options.train_path), "train"))
+        for number, row in enumerate(rows, start=1):
+            missing = [key for key in TRAIN_FIELDS if key not in row]
+            if missing:
+                raise ValueError(f"{self.options.train_path} row {number}: no {missing} (needs {list(TRAIN_FIELDS)})")
+        return [_record(row) for row in rows]
 
     def isolation(self) -> dict[str, Any]:
         """Which isolation the sandbox uses here (probed once, logged; warnings for every missing mechanism)."""

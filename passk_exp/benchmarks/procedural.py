@@ -1,23 +1,34 @@
 """`reasoning_gym`: the procedural datasets of the `reasoning-gym` package (offline), scored by its `score_answer`.
 
 Any of its datasets by name (`dataset=gsm_symbolic`, `basic_arithmetic`, `chain_sum`, `products`, ...), its
-configuration keys under `dataset_config`. The eval set is `eval_size` entries generated from `seed`; training streams
-freshly generated entries (one new seeded batch per epoch, never the eval seeds). The model puts its final answer in
-`<answer>...</answer>` (reasoning-gym's convention; `answer_tag: null` scores the whole completion). Several datasets
-give small partial credit to wrong answers, which the binary Pass@K estimators reject, so scores are binarised (1 only
-for a full score) unless `binarize: false`. reasoning-gym is the `[tasks]` extra and is imported only when used.
+configuration keys under `dataset_config`. Most datasets build entry i of a dataset seeded s from the generator key
+s + i, so the eval set and the training epochs take disjoint ranges of keys (`key_range`), and any training entry
+whose normalised question is an eval question is dropped as well (small datasets repeat questions across keys). A
+dataset left with fewer than `MIN_TRAIN_PROBLEMS` distinct training questions in an epoch is refused. The model puts
+its final answer in `<answer>...</answer>` (reasoning-gym's convention; `answer_tag: null` scores the whole
+completion). Several datasets give small partial credit to wrong answers, which the binary Pass@K estimators reject,
+so scores are binarised (1 only for a full score) unless `binarize: false`. reasoning-gym is the `[tasks]` extra and
+is imported only when used.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from passk_exp.benchmarks.base import Benchmark, Problem, PromptOptions, Record
+from passk_exp.benchmarks.base import MIN_TRAIN_PROBLEMS, Benchmark, Problem, PromptOptions, Record, normalise_question
 from passk_exp.benchmarks.scoring import VerifierPool
 
 EPOCH_SIZE = 1000  # entries generated per training epoch (and in the fixed problems("train") list)
+KEY_RANGE = 2**20  # generator keys per range: ~1000 training epochs; keys stay below 2**32 for seeds up to ~2000
+
+
+def key_range(seed: int, split: str) -> int:
+    """First generator key of a split's range: even ranges for eval sets (by `seed` option), odd ones for training
+    (by run seed), so no eval key is ever a training key."""
+    return (2 * seed + (split != "test")) * KEY_RANGE
 
 
 def _reasoning_gym():
@@ -88,22 +99,33 @@ class ReasoningGym(Benchmark):
             for i, entry in enumerate(dataset)
         ]
 
-    # Eval seeds are even and training seeds odd, so the two never draw the same generator stream.
     def _records(self, split: str) -> list[Record]:
         if split == "test":
-            return self._entries(2 * self.options.seed, self.options.eval_size, split)
-        return self._entries(2 * self.options.seed + 1, EPOCH_SIZE, split)
+            return self._entries(key_range(self.options.seed, "test"), self.options.eval_size, split)
+        return self._entries(key_range(self.options.seed, "train"), EPOCH_SIZE, split)
 
-    def train_stream(self, seed: int) -> Iterator[Problem]:
+    def _train_records(self, seed: int) -> Iterator[Record]:
+        """Fresh entries forever, one shuffled epoch of EPOCH_SIZE keys at a time, never an eval question."""
+        held_out = set() if self.options.allow_overlap else self.eval_questions()
         rng = random.Random(f"reasoning_gym-stream-{seed}")
-        epoch = 0
-        while True:
-            epoch_seed = 2 * (seed * 100_003 + epoch + 1) + 1
-            records = self._entries(epoch_seed, EPOCH_SIZE, "stream")
+        for epoch in itertools.count():
+            if (epoch + 1) * EPOCH_SIZE > KEY_RANGE:
+                raise ValueError(f"benchmark=reasoning_gym: the training stream is exhausted after {epoch} epochs")
+            records = self._entries(key_range(seed, "train") + epoch * EPOCH_SIZE, EPOCH_SIZE, "stream")
+            records = [r for r in records if normalise_question(r.question) not in held_out]
+            distinct = len({normalise_question(r.question) for r in records})
+            if epoch == 0 and not self.options.allow_overlap and distinct < MIN_TRAIN_PROBLEMS:
+                raise ValueError(
+                    f"benchmark=reasoning_gym: dataset={self.options.dataset} gives {distinct} distinct training "
+                    f"problems in {EPOCH_SIZE} draws once its eval problems are left out, fewer than the minimum "
+                    f"{MIN_TRAIN_PROBLEMS}; make it harder through dataset_config or lower eval_size"
+                )
             rng.shuffle(records)
-            for record in records:
-                yield self._problem(record)
-            epoch += 1
+            yield from records
+
+    def _drawable_train_records(self, seed: int, draws: int) -> Iterable[Record]:
+        """The first `draws` problems of the stream (the run's steps * prompts_per_step)."""
+        return itertools.islice(self._train_records(seed), draws)
 
     def final_answer(self, problem: Problem, completion: str) -> Optional[str]:
         answer = tagged_answer(self.options.answer_tag, completion)

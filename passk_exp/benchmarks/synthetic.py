@@ -4,19 +4,22 @@ The default job of the project (issue 5): addition of two single-digit numbers, 
 messages, reward 1 when the last number in the completion equals the answer. Knobs: `ops` (operation set), `digits`
 (operand size) and `terms` (operands per problem) set the difficulty. `task=closeness` keeps the same problems but
 gives partial credit, exp(-|guess - answer| / scale) (1 for the exact answer, 0 without a number), so PKPO's
-continuous max@k path runs end to end. Train problems are generated fresh forever; the eval set is fixed by `seed`.
+continuous max@k path runs end to end. The eval set is `eval_size` distinct problems fixed by `seed`; training problems
+are generated fresh forever from the rest of the task's problems (an eval question is drawn again), and a task left
+with fewer than `MIN_TRAIN_PROBLEMS` distinct training problems is refused (`allow_overlap` lifts both).
 Verification is a regex and an exact comparison, so it runs inline (no worker pool); `workers` is accepted and unused.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 from passk_exp.benchmarks.answers import canonical_answer, last_number, to_fraction
-from passk_exp.benchmarks.base import Benchmark, Problem, PromptOptions, Record
+from passk_exp.benchmarks.base import MIN_TRAIN_PROBLEMS, Benchmark, Problem, PromptOptions, Record, normalise_question
 from passk_exp.benchmarks.scoring import VerifierPool
 
 TASKS = ("arithmetic", "closeness")
@@ -30,7 +33,7 @@ class SyntheticOptions(PromptOptions):
     terms: operands per problem. scale: closeness decay (reward exp(-|error| / scale)). eval_size: held-out problems."""
 
     system_prompt: Optional[str] = "Answer briefly."
-    eval_size: Optional[int] = 100
+    eval_size: Optional[int] = 40  # as conf/benchmark/synthetic.yaml; 100 would leave no addition problem to train on
     task: str = "arithmetic"
     ops: Sequence[str] = field(default_factory=lambda: ["+"])
     digits: int = 1
@@ -61,6 +64,12 @@ def make_problem(rng: random.Random, options: SyntheticOptions) -> tuple[str, in
     ops = [rng.choice(list(options.ops)) for _ in range(options.terms - 1)]
     expression = " ".join([str(operands[0])] + [f"{op} {x}" for op, x in zip(ops, operands[1:])])
     return expression, _evaluate(operands, ops)
+
+
+def distinct_problems(options: SyntheticOptions) -> int:
+    """How many different questions the task has: operand values ** terms * operators ** (terms - 1)."""
+    values = 10 if options.digits == 1 else 9 * 10 ** (options.digits - 1)
+    return values**options.terms * len(set(options.ops)) ** (options.terms - 1)
 
 
 def _evaluate(operands: list[int], ops: list[str]) -> int:
@@ -98,6 +107,19 @@ class Synthetic(Benchmark):
         super().__init__(options)
         self.continuous = options.task == "closeness"
         self._inline = VerifierPool(self.name, workers=0, item_timeout_s=1.0)
+        total = distinct_problems(options)
+        task = f"digits={options.digits}, ops={list(options.ops)}, terms={options.terms}"
+        if options.eval_size > total:
+            raise ValueError(
+                f"benchmark=synthetic: eval_size={options.eval_size} exceeds the {total} distinct problems of {task}; "
+                "lower eval_size or raise digits/terms"
+            )
+        if not options.allow_overlap and total - options.eval_size < MIN_TRAIN_PROBLEMS:
+            raise ValueError(
+                f"benchmark=synthetic: {task} has {total} distinct problems; holding out eval_size={options.eval_size} "
+                f"leaves {total - options.eval_size} distinct training problems, fewer than the minimum "
+                f"{MIN_TRAIN_PROBLEMS}; raise digits or terms, add ops, or lower eval_size"
+            )
 
     def _record(self, rng: random.Random, split: str, index: int) -> Record:
         expression, value = make_problem(rng, self.options)
@@ -110,17 +132,30 @@ class Synthetic(Benchmark):
         )
 
     def _records(self, split: str) -> list[Record]:
-        size = self.options.eval_size if split == "test" else TRAIN_POOL
+        """"test": the first `eval_size` distinct problems of its seeded draw; "train": TRAIN_POOL draws."""
         rng = random.Random(f"synthetic-{split}-{self.options.seed}")
-        return [self._record(rng, split, i) for i in range(size)]
+        if split != "test":
+            return [self._record(rng, split, i) for i in range(TRAIN_POOL)]
+        records: dict[str, Record] = {}
+        while len(records) < self.options.eval_size:  # ends: eval_size <= distinct_problems (checked in __init__)
+            record = self._record(rng, split, len(records))
+            records.setdefault(normalise_question(record.question), record)
+        return list(records.values())
 
-    def train_stream(self, seed: int) -> Iterator[Problem]:
-        """Fresh problems forever, reproducible from `seed`."""
+    def _train_records(self, seed: int) -> Iterator[Record]:
+        """Fresh problems forever, reproducible from `seed`, never an eval question (unless allow_overlap)."""
+        held_out = set() if self.options.allow_overlap else self.eval_questions()
         rng = random.Random(f"synthetic-stream-{seed}")
         index = 0
         while True:
-            yield self._problem(self._record(rng, "stream", index))
-            index += 1
+            record = self._record(rng, "stream", index)
+            if normalise_question(record.question) not in held_out:
+                yield record
+                index += 1
+
+    def _drawable_train_records(self, seed: int, draws: int) -> Iterable[Record]:
+        """The first `draws` problems of the stream (the run's steps * prompts_per_step)."""
+        return itertools.islice(self._train_records(seed), draws)
 
     def final_answer(self, problem: Problem, completion: str) -> Optional[str]:
         """The last number, as both rewards read it."""
