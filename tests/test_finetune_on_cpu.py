@@ -276,10 +276,11 @@ def test_a_run_trains_logs_its_counts_checkpoints_what_trains_and_resumes_to_the
 
     moved = [name for name, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[name])]
     assert moved, "no trainable parameter changed in two steps"
-    saved = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    (checkpoint,) = (tmp_path / "ckpt").rglob("last.pt")  # the run's own <run key>/<run id>/ directory
+    saved = torch.load(checkpoint, weights_only=False)
     assert set(saved["model"]) == set(before)  # only what trains: the adapter alone with LoRA
     assert len(saved["optimizer"]["state"]) == len(before)
-    print(f"checkpoint: {(tmp_path / 'ckpt' / 'last.pt').stat().st_size:,} bytes")
+    print(f"checkpoint: {checkpoint.stat().st_size:,} bytes")
 
     resumed = _trainer(tmp_path, model, finetune, resume="true", **extra)
     resumed.run()  # restores step 2 of 2: nothing left to train
