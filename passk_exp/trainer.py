@@ -24,12 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from passk_exp import estimators
 from passk_exp.allocator import keep_freed_memory
 from passk_exp.benchmarks import load_benchmark
-from passk_exp.checkpoint import load_checkpoint, restore_model, run_key, save_checkpoint, set_rng_state
+from passk_exp.checkpoint import load_checkpoint, run_key, set_rng_state
+from passk_exp.distributed import Distributed
 from passk_exp.eval_records import records_parquet
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
 from passk_exp.k_control import KController
-from passk_exp.logprobs import completion_logprobs, supports_shared_prefix, training_attention
-from passk_exp.loss import batch_denominator, policy_gradient_loss
+from passk_exp.logprobs import supports_shared_prefix, training_attention
+from passk_exp.loss import policy_gradient_loss
 from passk_exp.models import load_policy
 from passk_exp.precision import autocast, resolve_precision, store_frozen_linears_in_bf16
 from passk_exp.progress import StepProgress
@@ -77,6 +78,7 @@ class Trainer:
         self.bench = load_benchmark(**self.config_dict["benchmark"])
         self.eval_problems = self.bench.problems("test")
         self.device = resolve_device(cfg.device)
+        self.dist = Distributed.from_config(cfg, self.device)  # one process: no process group, every hook a no-op
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.device == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
@@ -112,6 +114,10 @@ class Trainer:
             self.config_dict["schedule"], cfg.K, cfg.n, cap_at_n=estimators.needs_k_le_n(self.method)
         )
         self.estimator_state = estimators.make_state(self.method, self.method_params)
+        # Many processes (distributed.py): DDP or FSDP2 around the update, FSDP sampling with gathered weights.
+        self.optimizer = self.dist.wrap(self.model, self.optimizer, self.precision, cfg.seed)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.backend = self.dist.sampling_backend(self.backend)
         self.checkpoint_dir = Path(cfg.checkpoint_dir or Path.cwd() / "checkpoints" / run_key(self.config_dict))
         self.step = 0
         self.eval_history: dict[int, tuple[list[int], list[float]]] = {}
@@ -125,14 +131,14 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------- set-up
     def _start_tracking(self, resumed_run_id: str | None):
         cfg = self.cfg
-        if not cfg.tracking.enabled:
+        if not cfg.tracking.enabled or not self.dist.is_main:  # only rank 0 talks to MLflow
             return NullTracker()
         tracker = MlflowTracker(
             default_tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.run_name, resumed_run_id
         )
         if resumed_run_id is None:
             tracker.set_tags({**run_tags(cfg), "precision": self.precision, "run_key": self.checkpoint_dir.name})
-            tracker.log_params(flatten(self.config_dict))
+            tracker.log_params({**flatten(self.config_dict), **self.dist.params()})
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         else:
             self._already_logged_until = {
@@ -148,12 +154,11 @@ class Trainer:
         if saved is None:
             log.info("resume=true but no checkpoint in %s: starting a new run", self.checkpoint_dir)
             return None
-        restore_model(self.model, saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        rng = self.dist.restore(self.model, self.optimizer, saved)  # weights, optimizer; this rank's RNG state
         self.k_control.load_state_dict(saved["k_control"])
         if self.estimator_state is not None and saved.get("estimator_state") is not None:
             self.estimator_state.load_state_dict(saved["estimator_state"])
-        set_rng_state(saved["rng"])
+        set_rng_state(rng)
         self.step = int(saved["step"])
         self.eval_history = saved.get("eval_history", {})
         log.info("resumed from %s at step %d", self.checkpoint_dir, self.step)
@@ -167,7 +172,7 @@ class Trainer:
             "mlflow_run_id": tracker.run_id,
             "eval_history": self.eval_history,
         }
-        path = save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
+        path = self.dist.save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
         log.info("checkpoint at step %d: %s", self.step, path)
 
     # ------------------------------------------------------------------------------------------------------ loop
@@ -178,7 +183,7 @@ class Trainer:
         for _ in range(self.step * self.cfg.train.prompts_per_step):  # the same problems a straight run would see
             next(stream)
         status = "FAILED"
-        progress = StepProgress(total=self.cfg.steps, start=self.step, quiet=self.cfg.quiet)
+        progress = StepProgress(total=self.cfg.steps, start=self.step, quiet=self.cfg.quiet or not self.dist.is_main)
         try:
             with progress:
                 if self.step == 0:
@@ -208,6 +213,7 @@ class Trainer:
         finally:
             tracker.end(status)
             self.bench.close()
+            self.dist.close()
 
     def _eval_due(self) -> bool:
         every = self.cfg.eval_every
@@ -224,7 +230,12 @@ class Trainer:
     def _evaluate(self, tracker) -> None:
         started = time.perf_counter()
         result = evaluate(
-            self.backend, self.bench, self.eval_problems, self.cfg.n_eval, self.sampling, self.cfg.get("eval_ks")
+            self.dist.sharded(self.backend),  # many processes: each samples its block, every rank gets the whole batch
+            self.bench,
+            self.eval_problems,
+            self.cfg.n_eval,
+            self.sampling,
+            self.cfg.get("eval_ks"),
         )
         result.metrics["eval/time_s"] = time.perf_counter() - started
         self.last_eval = result.metrics
@@ -260,18 +271,21 @@ class Trainer:
         cfg = self.cfg
         started = time.perf_counter()
         k = self.k_control.k_at(self.step + 1)
+        problems = self.dist.shard(problems)  # this rank's block of whole groups
         batch = self.backend.generate([p.prompt for p in problems], cfg.n, self.sampling)
         generated = time.perf_counter()
         flat_problems = [p for p in problems for _ in range(cfg.n)]
         flat_texts = [t for group in batch.texts for t in group]
         rewards = torch.tensor(self.bench.score(flat_problems, flat_texts), dtype=torch.float64).view(len(problems), cfg.n)
+        rewards = self.dist.gather_groups(rewards)  # [B, n] of every rank: advantages see whole groups
         scored = time.perf_counter()
         adv = self.advantages(rewards, k).float()
         p_hat = self.k_control.observe(float(rewards.mean()))
         if self.estimator_state is not None and getattr(self.estimator_state, "p", None) is not None:
             p_hat = float(self.estimator_state.p)
         with training_attention(self.model, self.cfg.train.attention, self.device):
-            update = self._update(batch, adv)
+            update = self._update(batch, self.dist.own_groups(adv))
+        batch = self.dist.gather_batch(batch)  # the metrics below describe every rank's groups
         done = time.perf_counter()
         train_metrics, _, _ = pass_at_k_metrics(rewards.numpy(), "train", self.bench.continuous)
         informative = (rewards.max(dim=1).values != rewards.min(dim=1).values).double().mean()
@@ -298,8 +312,9 @@ class Trainer:
         groups = torch.arange(batch.groups)
         if cfg.skip_uninformative and self.ref_model is None:
             groups = groups[(adv != 0).any(dim=1)]
-        denominator = batch_denominator(cfg.loss_agg, batch.completion_mask, self.cfg.rollout.max_new_tokens)
+        denominator = self.dist.loss_denominator(cfg.loss_agg, batch.completion_mask, self.cfg.rollout.max_new_tokens)
         micro_batches = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
+        batch, adv, micro_batches = self.dist.even_micro_batches(batch, adv, micro_batches)  # same syncs on every rank
         old_logprobs: dict[int, torch.Tensor] = {}
         ref_logprobs: dict[int, torch.Tensor] = {}
         totals = {"loss": 0.0, "clip": 0.0, "kl": 0.0, "entropy": 0.0, "entropy_tokens": 0.0, "grad_norm": 0.0}
@@ -314,6 +329,7 @@ class Trainer:
                 if self.ref_model is not None and index not in ref_logprobs:
                     with torch.no_grad(), autocast(self.precision, device):
                         ref_logprobs[index] = self._logprobs(self.ref_model, tensors, False).logprobs.float()
+                self.dist.set_grad_sync(index == len(micro_batches) - 1)  # gradients meet once per optimizer step
                 with autocast(self.precision, device):
                     stats = self._logprobs(self.model, tensors, with_entropy=inner == 0)
                 logprobs = stats.logprobs.float()
@@ -347,11 +363,12 @@ class Trainer:
                 self.backend.sync_weights(self.model)
                 totals["grad_norm"] = float(grad_norm)
             totals["loss"] = loss_sum
+        totals = self.dist.combine_totals(totals)  # many processes: the whole batch's loss and statistics
         metrics = {
             "train/loss": totals["loss"],
             "train/grad_norm": totals["grad_norm"],
             "train/clip_fraction": totals["clip"],
-            "train/trained_groups": float(len(groups)),
+            "train/trained_groups": self.dist.sum(float(len(groups))),
         }
         if not micro_batches:
             # Nothing trained this step: measure the policy's entropy on a few groups anyway, so the metric is
@@ -372,8 +389,7 @@ class Trainer:
         prompt_ids, prompt_mask, completion_ids, completion_mask = tensors
         context = torch.no_grad() if model is self.ref_model else nullcontext()
         with context:
-            return completion_logprobs(
-                model,
+            return self.dist.logprobs(model)(  # completion_logprobs, through DDP / FSDP for the wrapped policy
                 prompt_ids,
                 prompt_mask,
                 completion_ids,
