@@ -149,11 +149,14 @@ class Distributed:
                 f"train.prompts_per_step={prompts} does not split into {launch.world_size} processes; "
                 f"use a multiple of {launch.world_size}"
             )
-        if strategy == "fsdp" and cfg.regularizer.name == "kl":
-            raise ConfigError(
-                "distributed.strategy=fsdp with regularizer=kl is not supported (the reference policy is not sharded); "
-                "use distributed.strategy=ddp"
-            )
+        # FSDP shards the policy in place: a reference copy of it, or a vLLM engine reading its weights, would see
+        # shards. Both keep to DDP.
+        unshardable = {"regularizer=kl": cfg.regularizer.name == "kl", "rollout=vllm": cfg.rollout.backend == "vllm"}
+        blocker = next((name for name, found in unshardable.items() if found), None)
+        if strategy == "fsdp" and blocker:
+            raise ConfigError(f"distributed.strategy=fsdp does not support {blocker}; use distributed.strategy=ddp")
+        if strategy == "auto" and blocker:
+            strategy = "ddp"
         backend = str(settings.get("backend", "auto"))
         if backend == "auto":
             backend = "nccl" if device.startswith("cuda") else "gloo"
@@ -250,9 +253,9 @@ class Distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [torch.cuda.current_device()] if self.device.startswith("cuda") else None
-        # No buffer broadcast: it is a collective in every forward, and ranks run different numbers of no-grad
-        # forwards (generation); the buffers (rotary tables) are the same on every rank anyway.
-        return DistributedDataParallel(_PolicyForward(model), device_ids=device_ids, broadcast_buffers=False)
+        # Buffers (rotary tables) are synced once here, not in every forward: that would be a collective per
+        # forward, and the entropy-only forward of a step without training need not be one.
+        return DistributedDataParallel(_PolicyForward(model), device_ids=device_ids, forward_sync_buffers=False)
 
     def _fsdp(self, model: nn.Module, precision: str) -> nn.Module:
         from torch.distributed.device_mesh import init_device_mesh
@@ -438,10 +441,8 @@ class _FullWeightsRollout:
         self.backend, self.dist = backend, dist
 
     def generate(self, prompts, n, sampling) -> RolloutBatch:
-        if self.dist._wrapped is None:
-            return self.backend.generate(prompts, n, sampling)
-        with self.dist.full_weights():
-            return self.backend.generate(prompts, n, sampling)
+        with self.dist.full_weights():  # a collective: every rank comes here, with or without prompts
+            return self.backend.generate(prompts, n, sampling) if prompts else empty_batch(n)
 
     def sync_weights(self, model: nn.Module) -> None:
         self.backend.sync_weights(model)
@@ -454,10 +455,20 @@ class _ShardedRollout:
         self.backend, self.dist = backend, dist
 
     def generate(self, prompts, n, sampling) -> RolloutBatch:
-        return self.dist.gather_batch(self.backend.generate(self.dist.shard(prompts), n, sampling))
+        mine = self.dist.shard(prompts)  # empty on some ranks when there are fewer prompts than ranks
+        collective = isinstance(self.backend, _FullWeightsRollout)
+        local = self.backend.generate(mine, n, sampling) if mine or collective else empty_batch(n)
+        return self.dist.gather_batch(local)
 
     def sync_weights(self, model: nn.Module) -> None:
         self.backend.sync_weights(model)
+
+
+def empty_batch(n: int) -> RolloutBatch:
+    """A batch of no groups (a rank with no prompt of its own)."""
+    ids = torch.zeros(0, 0, dtype=torch.long)
+    completions = torch.zeros(0, n, 0, dtype=torch.long)
+    return RolloutBatch(ids, ids, completions, completions, [], torch.zeros(0, n, dtype=torch.bool))
 
 
 def _pad(tensor: torch.Tensor, dim: int, width: int, left: bool) -> torch.Tensor:
