@@ -377,8 +377,8 @@ class Trainer:
             tensors = [t.to(device) for t in (sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.completion_mask)]
             with torch.no_grad(), autocast(self.precision, device):
                 stats = self._logprobs(self.model, tensors, with_entropy=True)
-            totals["entropy"] = float((stats.entropy.float() * tensors[3]).sum())
-            totals["entropy_tokens"] = float(tensors[3].sum())
+            totals["entropy"] = self.dist.sum(float((stats.entropy.float() * tensors[3]).sum()))  # over ranks
+            totals["entropy_tokens"] = self.dist.sum(float(tensors[3].sum()))
         if totals["entropy_tokens"]:
             metrics["train/entropy"] = totals["entropy"] / totals["entropy_tokens"]
         if self.ref_model is not None:

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed_on_cpu.py, as one process or under torchrun: three updates of the tiny model on fixed
-batches, written (by rank 0) as loss, gradients and weights after each update, for the test to compare.
+batches, written (by rank 0) as loss, gradients and weights after each update, then a checkpoint written and restored,
+for the test to compare.
 
 Usage: python tests/distributed_update_worker.py OUT.pt STRATEGY WORK_DIR (STRATEGY is ignored by one process).
 
@@ -65,8 +66,27 @@ def main(out: Path, strategy: str, work: Path) -> None:
         grads = {name: _full(p.grad) for name, p in named if p.grad is not None}
         weights = {name: _full(p) for name, p in named}  # a collective under FSDP: every rank gathers
         results.append({"case": case, "metrics": metrics, "grads": grads, "weights": weights})
+    # Checkpoint round trip: rank 0 writes the one-process format, every rank reads it back into its (sharded) copy
+    # of weights and AdamW moments, which are zeroed first so that only the restore can bring them back.
+    dist.save_checkpoint(work / "ckpt", trainer.model, trainer.optimizer, {"step": len(REWARDS)})
+    saved = torch.load(work / "ckpt" / "last.pt", weights_only=False)
+    with torch.no_grad():
+        for param in trainer.model.parameters():
+            param.zero_()
+        for moments in trainer.optimizer.state.values():
+            moments["exp_avg"].zero_()
+    dist.restore(trainer.model, trainer.optimizer, saved)
+    restored = {
+        "weights": {name: _full(p) for name, p in trainer.model.named_parameters()},
+        "exp_avg": [_full(trainer.optimizer.state[p]["exp_avg"]) for p in trainer.trainable],
+    }
     if dist.is_main:
-        torch.save({"world_size": dist.world_size, "strategy": dist.strategy, "results": results}, out)
+        checkpoint = {key: saved[key] for key in ("model", "optimizer", "rank_rng") if key in saved}
+        torch.save(
+            {"world_size": dist.world_size, "strategy": dist.strategy, "results": results, "checkpoint": checkpoint,
+             "restored": restored},
+            out,
+        )
     dist.close()
 
 
