@@ -89,7 +89,7 @@ DISTRIBUTED_BACKENDS = ("auto", "nccl", "gloo")  # auto: NCCL on GPUs, gloo on C
 
 @dataclass
 class DistributedConfig:
-    """Used only when a launcher starts several processes (torchrun, srun); see passk_exp/distributed.py."""
+    """Used only when a launcher starts several processes (torchrun, srun); see passk_exp/distributed/."""
 
     strategy: str = "auto"
     backend: str = "auto"

@@ -151,7 +151,7 @@ def _chunk_stats(
 def _token_stats(head, features: Tensor, targets: Tensor, token_chunk: int, with_entropy: bool, temperature: float):
     """[T, D], [T] -> ([T], [T] | None), the vocabulary projection and log-softmax run `token_chunk` rows at a time."""
     # At least one chunk, empty when no completion token is real: the result stays connected to the parameters (zero
-    # gradients), which a distributed update's zero-weight padding group needs (distributed.even_micro_batches).
+    # gradients), which a distributed update's zero-weight padding group needs (Distributed.even_micro_batches).
     starts = range(0, max(features.shape[0], 1), token_chunk)
     recompute = torch.is_grad_enabled() and len(starts) > 1
     logprobs, entropies = [], []

@@ -114,7 +114,7 @@ class Trainer:
             self.config_dict["schedule"], cfg.K, cfg.n, cap_at_n=estimators.needs_k_le_n(self.method)
         )
         self.estimator_state = estimators.make_state(self.method, self.method_params)
-        # Many processes (distributed.py): DDP or FSDP2 around the update, FSDP sampling with gathered weights.
+        # Many processes (passk_exp/distributed/): DDP or FSDP2 around the update, FSDP sampling with whole weights.
         self.optimizer = self.dist.wrap(self.model, self.optimizer, self.precision, cfg.seed)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.backend = self.dist.sampling_backend(self.backend)

@@ -1,5 +1,5 @@
 """One run on two CPU processes (torchrun, gloo) on the tiny model: the same update as one process, one MLflow run,
-resume after a kill; and the pieces of passk_exp/distributed.py that need no process group."""
+resume after a kill; and the pieces of passk_exp/distributed/ that need no process group."""
 
 from __future__ import annotations
 
@@ -177,9 +177,15 @@ def test_two_processes_compute_the_loss_and_gradients_of_one_process(one_process
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_torchrun_job_is_one_finished_mlflow_run_that_resumes_after_a_kill(tmp_path, mlflow_client):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_torchrun_job_is_one_finished_mlflow_run_that_resumes_after_a_kill(tmp_path, mlflow_client, strategy):
     overrides = tiny_overrides(
-        tmp_path, steps=6, eval_every=3, precision="fp32", device="cpu", **{"train.prompts_per_step": 2}
+        tmp_path,
+        steps=6,
+        eval_every=3,
+        precision="fp32",
+        device="cpu",
+        **{"train.prompts_per_step": 2, "distributed.strategy": strategy},
     )
     command = _torchrun(["-m", "passk_exp", *overrides])
     # A new session, so that the kill reaches torchrun and both ranks at once, like a node lost under SLURM.
@@ -206,7 +212,7 @@ def test_torchrun_job_is_one_finished_mlflow_run_that_resumes_after_a_kill(tmp_p
     assert run.info.run_id == killed.info.run_id
     assert run.info.status == "FINISHED"
     assert run.data.params["world_size"] == "2"
-    assert run.data.params["distributed.resolved_strategy"] == "ddp"
+    assert run.data.params["distributed.resolved_strategy"] == strategy
     history = mlflow_client.get_metric_history(run.info.run_id, "train/reward_mean")
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]  # once per step: rank 0 alone logs
     evals = sorted(m.step for m in mlflow_client.get_metric_history(run.info.run_id, "eval/pass_at_1"))

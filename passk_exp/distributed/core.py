@@ -1,45 +1,12 @@
-"""One run on many processes: torch.distributed set-up, prompt sharding, gathering, DDP / FSDP2, rank-0 checkpoints.
+"""The `Distributed` object: one process (every hook the identity) or one rank of a torch.distributed run.
 
-`Distributed.from_config(cfg, device)` reads the launcher's environment: torchrun's `RANK`, `WORLD_SIZE`,
-`LOCAL_RANK` (with its `MASTER_ADDR`/`MASTER_PORT`), or, under `srun` (the submitit launcher's tasks), `SLURM_PROCID`,
-`SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID`, with `MASTER_ADDR` defaulting to the step's first node and `MASTER_PORT` to
-a port derived from the job id (the same after a requeue). One process (no such environment, or a world of 1) starts
-no process group and every method below is the identity: the default job computes exactly what it did before.
-
-The roles of a rank, for the trainer's hooks:
-- sampling and scoring: `shard` gives each rank a contiguous block of the step's prompts (whole groups: B prompts
-  split into B / world_size, which must divide); `gather_groups` concatenates every rank's [b, n] rewards in rank
-  order, so the advantages of every group are computed from the whole [B, n] batch, identically on every rank, and
-  `own_groups` slices this rank's rows back out;
-- the update: `wrap` puts the policy under DDP (`strategy=ddp`) or shards it with FSDP2 (`fully_shard` on every
-  decoder layer and on a root module that runs `completion_logprobs`, with a `MixedPrecisionPolicy`); gradients are
-  synchronised by DDP / FSDP only, once per optimizer step: the loss is divided by the whole batch's denominator
-  over world_size (`loss_denominator`), because both average gradients over ranks, so the synchronised gradient is
-  the one-process gradient of the whole batch. `even_micro_batches` pads a rank's micro-batches with a zero-weight
-  group (completion mask all zero: loss, gradient and statistics exactly 0) so that every rank takes part in the
-  synchronising backward (DDP: at least one micro-batch whenever any rank trains; FSDP, whose forward all-gathers:
-  as many micro-batches as the busiest rank);
-- sampling under FSDP: `sampling_backend` all-gathers the full weights before `generate` and reshards after, so
-  generation runs no collective and ranks may stop at different lengths;
-- evaluation: `sharded(backend)` samples each rank's block of the held-out problems and returns the whole batch to
-  every rank, so `evaluate` scores it and rank 0 logs what one process would log (every rank scores every eval
-  sample: cheap for the built-in verifiers, repeated sandbox runs for humaneval);
-- tracking: only rank 0 opens MLflow (the trainer asks `is_main`); `params()` adds `world_size`;
-- checkpoints: rank 0 writes the one-process format (full trainable weights and AdamW state; under FSDP gathered
-  with `DTensor.full_tensor`) plus every rank's RNG state, every rank reads it back (a shared filesystem), and a
-  barrier follows each save. A checkpoint resumes on any world size (the RNG streams restart from a seed then).
-
-Left out: tensor/pipeline parallelism, vLLM rollouts across ranks (each rank would start its own engine), a sharded
-reference policy for `regularizer=kl` under FSDP (refused), and gradient sync by hand (only DDP / FSDP reduce).
+The overview, the hooks the trainer calls and what is left out are in the package docstring (`__init__.py`).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import os
-import subprocess
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Sequence
 
@@ -49,6 +16,9 @@ from torch import nn
 
 from passk_exp.checkpoint import rng_state, trainable_state, write_checkpoint
 from passk_exp.config import ConfigError
+from passk_exp.distributed.launch import Launch, launch_from_env
+from passk_exp.distributed.rollouts import FullWeights, FullWeightsRollout, ShardedRollout, concat_batches, to_cpu
+from passk_exp.distributed.state import full, like, map_tensors
 from passk_exp.logprobs import TokenStats, completion_logprobs
 from passk_exp.loss import batch_denominator
 from passk_exp.rollout.base import RolloutBatch
@@ -57,47 +27,6 @@ log = logging.getLogger(__name__)
 
 # strategy=auto shards (FSDP) when the training state would take more than this share of one GPU's memory.
 FSDP_MEMORY_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Who this process is in the run."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-
-def launch_from_env(env: dict[str, str] | None = None) -> Launch | None:
-    """The process's place from torchrun's or srun's environment, or None for one process. Under srun it also sets
-    MASTER_ADDR / MASTER_PORT when the job did not (torch.distributed's env:// rendezvous reads them)."""
-    env = os.environ if env is None else env
-    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun (or anything that sets its variables)
-        launch = Launch(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-    elif int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_PROCID" in env:  # srun's tasks, not sbatch's shell
-        launch = Launch(int(env["SLURM_PROCID"]), int(env["SLURM_STEP_NUM_TASKS"]), int(env.get("SLURM_LOCALID", 0)))
-        env.setdefault("MASTER_ADDR", _first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")))
-        env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
-        env.setdefault("RANK", str(launch.rank))
-        env.setdefault("WORLD_SIZE", str(launch.world_size))
-        env.setdefault("LOCAL_RANK", str(launch.local_rank))
-    else:
-        return None
-    return launch if launch.world_size > 1 else None
-
-
-def _first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list ("gpu[03-05],cpu1" -> "gpu03"): `scontrol` expands it where it can."""
-    if not nodelist:
-        return "127.0.0.1"
-    if "[" not in nodelist:
-        return nodelist.split(",")[0]
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
-        return out.stdout.split()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        prefix, _, rest = nodelist.partition("[")
-        return prefix + rest.split(",")[0].split("-")[0].rstrip("]")
 
 
 def training_state_bytes(model: nn.Module) -> int:
@@ -215,7 +144,7 @@ class Distributed:
         """Every rank's rollouts as one batch in rank order (pads are 0; the masks say what is real)."""
         if not self.enabled:
             return local
-        return concat_batches(self._all_gather(_to_cpu(local)))
+        return concat_batches(self._all_gather(to_cpu(local)))
 
     def sum(self, value: float) -> float:
         if not self.enabled:
@@ -319,9 +248,9 @@ class Distributed:
             first.prompt_ids,
             first.prompt_mask,
             first.completion_ids,
-            torch.zeros_like(first.completion_mask),
+            torch.zeroslike(first.completion_mask),
             [[""] * batch.n],
-            torch.zeros_like(first.truncated),
+            torch.zeroslike(first.truncated),
         )
         batch = concat_batches([batch, padding])
         adv = torch.cat([adv, adv.new_zeros(1, adv.shape[1])])
@@ -357,14 +286,15 @@ class Distributed:
         """The rollout backend for this rank: under FSDP one that samples with the full weights gathered."""
         if self.strategy != "fsdp":  # called after `wrap`, which resolves strategy=auto
             return backend
-        return _FullWeightsRollout(backend, self)
+        return FullWeightsRollout(backend, self)
 
     def sharded(self, backend):
         """A backend that samples this rank's block of the prompts and returns every rank's rollouts (evaluation)."""
-        return backend if not self.enabled else _ShardedRollout(backend, self)
+        return backend if not self.enabled else ShardedRollout(backend, self)
 
-    def full_weights(self):
-        return _FullWeights(self)
+    def full_weights(self) -> FullWeights:
+        """Context: the FSDP-sharded policy's whole weights, gathered once and kept through every forward."""
+        return FullWeights(self._fsdp_modules)
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, directory, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict):
@@ -375,8 +305,8 @@ class Distributed:
             return save_checkpoint(directory, model, optimizer, state)
         ranks_rng = self._all_gather(rng_state())
         if self.strategy == "fsdp":  # collectives: every rank gathers, rank 0 keeps
-            weights = {name: _full(p).cpu() for name, p in model.named_parameters() if p.requires_grad}
-            optim = _map_tensors(optimizer.state_dict(), lambda t: _full(t).cpu())
+            weights = {name: full(p).cpu() for name, p in model.named_parameters() if p.requires_grad}
+            optim = map_tensors(optimizer.state_dict(), lambda t: full(t).cpu())
         else:
             weights, optim = trainable_state(model), optimizer.state_dict()
         path = directory / "last.pt"
@@ -398,11 +328,11 @@ class Distributed:
             params = dict(model.named_parameters())
             with torch.no_grad():
                 for name, value in saved["model"].items():
-                    params[name].copy_(_like(value, params[name]))
+                    params[name].copy_(like(value, params[name]))
             trained = [p for p in model.parameters() if p.requires_grad]
             optim = saved["optimizer"]
             state = {
-                index: {key: _like(v, trained[index]) if torch.is_tensor(v) and v.dim() else v for key, v in s.items()}
+                index: {key: like(v, trained[index]) if torch.is_tensor(v) and v.dim() else v for key, v in s.items()}
                 for index, s in optim["state"].items()
             }
             optimizer.load_state_dict({**optim, "state": state})
@@ -415,111 +345,3 @@ class Distributed:
             torch.manual_seed(int(saved["step"]) * 7919 + 1_000_003 * self.rank)
             return rng_state()
         return ranks_rng[self.rank]
-
-
-class _FullWeights:
-    """Context: every FSDP module unsharded and kept so through any number of forwards (no collective inside)."""
-
-    def __init__(self, dist: Distributed) -> None:
-        self.dist = dist
-
-    def __enter__(self) -> None:
-        for module in self.dist._fsdp_modules:
-            module.set_reshard_after_forward(False, recurse=False)
-            module.unshard()
-
-    def __exit__(self, *exc) -> None:
-        for module in self.dist._fsdp_modules:
-            module.reshard()
-            module.set_reshard_after_forward(True, recurse=False)
-
-
-class _FullWeightsRollout:
-    """A rollout backend that samples with the FSDP-sharded policy's full weights (gathered once per call)."""
-
-    def __init__(self, backend, dist: Distributed) -> None:
-        self.backend, self.dist = backend, dist
-
-    def generate(self, prompts, n, sampling) -> RolloutBatch:
-        with self.dist.full_weights():  # a collective: every rank comes here, with or without prompts
-            return self.backend.generate(prompts, n, sampling) if prompts else empty_batch(n)
-
-    def sync_weights(self, model: nn.Module) -> None:
-        self.backend.sync_weights(model)
-
-
-class _ShardedRollout:
-    """Samples this rank's block of the prompts, returns every rank's rollouts in prompt order."""
-
-    def __init__(self, backend, dist: Distributed) -> None:
-        self.backend, self.dist = backend, dist
-
-    def generate(self, prompts, n, sampling) -> RolloutBatch:
-        mine = self.dist.shard(prompts)  # empty on some ranks when there are fewer prompts than ranks
-        collective = isinstance(self.backend, _FullWeightsRollout)
-        local = self.backend.generate(mine, n, sampling) if mine or collective else empty_batch(n)
-        return self.dist.gather_batch(local)
-
-    def sync_weights(self, model: nn.Module) -> None:
-        self.backend.sync_weights(model)
-
-
-def empty_batch(n: int) -> RolloutBatch:
-    """A batch of no groups (a rank with no prompt of its own)."""
-    ids = torch.zeros(0, 0, dtype=torch.long)
-    completions = torch.zeros(0, n, 0, dtype=torch.long)
-    return RolloutBatch(ids, ids, completions, completions, [], torch.zeros(0, n, dtype=torch.bool))
-
-
-def _pad(tensor: torch.Tensor, dim: int, width: int, left: bool) -> torch.Tensor:
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    zeros = tensor.new_zeros(shape)
-    return torch.cat([zeros, tensor] if left else [tensor, zeros], dim=dim)
-
-
-def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
-    """Rollout batches of the same n as one: prompts re-left-padded, completions re-right-padded, with zeros (the
-    masks mark real tokens)."""
-    prompt_width = max(b.prompt_ids.shape[1] for b in batches)
-    completion_width = max(b.completion_ids.shape[2] for b in batches)
-    return RolloutBatch(
-        torch.cat([_pad(b.prompt_ids, 1, prompt_width, True) for b in batches]),
-        torch.cat([_pad(b.prompt_mask, 1, prompt_width, True) for b in batches]),
-        torch.cat([_pad(b.completion_ids, 2, completion_width, False) for b in batches]),
-        torch.cat([_pad(b.completion_mask, 2, completion_width, False) for b in batches]),
-        [group for b in batches for group in b.texts],
-        torch.cat([b.truncated for b in batches]),
-    )
-
-
-def _to_cpu(batch: RolloutBatch) -> RolloutBatch:
-    return RolloutBatch(*(t.cpu() for t in (batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
-                                            batch.completion_mask)), batch.texts, batch.truncated.cpu())
-
-
-def _full(tensor: torch.Tensor) -> torch.Tensor:
-    """A DTensor's whole value (a collective), or the tensor itself."""
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor.detach()
-
-
-def _like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """`full` laid out like `param`: this rank's shard of it when `param` is a DTensor (no communication)."""
-    if not hasattr(param, "device_mesh"):
-        return full.to(param.device)
-    from torch.distributed.tensor import distribute_tensor
-
-    return distribute_tensor(full.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
-
-
-def _map_tensors(state: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if torch.is_tensor(state):
-        return fn(state)
-    if isinstance(state, dict):
-        return {key: _map_tensors(value, fn) for key, value in state.items()}
-    if isinstance(state, list):
-        return [_map_tensors(value, fn) for value in state]
-    return state
