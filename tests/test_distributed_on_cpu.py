@@ -76,6 +76,28 @@ def test_shards_are_contiguous_blocks_that_concatenate_back_in_order():
         assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
 
 
+@pytest.mark.parametrize(
+    "strategy, counts, expected",
+    [("ddp", [2, 0], 1), ("ddp", [3, 1], 1), ("ddp", [0, 0], 0), ("fsdp", [3, 1], 3), ("fsdp", [0, 0], 0)],
+)
+def test_a_rank_pads_its_micro_batches_with_a_zero_weight_group(strategy, counts, expected):
+    """Rank 1 of 2 with counts[1] micro-batches: DDP needs one backward per rank whenever any rank trains, FSDP as
+    many forwards as the busiest rank. The padding group has no real completion token and zero advantages."""
+    dist = Distributed(Launch(1, 2, 1), strategy)
+    dist._all_gather = lambda mine: counts  # the other rank's count, without a process group
+    batch, adv = _batch(groups=2, prompt=3, completion=4), torch.ones(2, 2)
+    mine = [torch.tensor([0]), torch.tensor([1]), torch.tensor([0])][: counts[1]]
+    padded_batch, padded_adv, micro = dist.even_micro_batches(batch, adv, mine)
+    assert len(micro) == max(expected, counts[1])
+    if len(micro) == len(mine):
+        assert padded_batch is batch and padded_adv is adv
+        return
+    assert padded_batch.groups == 3 and torch.equal(padded_batch.select([0, 1]).completion_ids, batch.completion_ids)
+    assert all(torch.equal(m, torch.tensor([2])) for m in micro[len(mine) :])
+    assert padded_batch.completion_mask[2].sum() == 0 and padded_adv[2].abs().sum() == 0
+    assert torch.equal(padded_adv[:2], adv)
+
+
 def test_batches_concatenate_with_prompts_left_padded_and_completions_right_padded():
     a, b = _batch(groups=1, prompt=2, completion=3), _batch(groups=2, prompt=4, completion=1)
     both = concat_batches([a, b])

@@ -4,7 +4,7 @@
 `LOCAL_RANK` (with its `MASTER_ADDR`/`MASTER_PORT`), or, under `srun` (the submitit launcher's tasks), `SLURM_PROCID`,
 `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID`, with `MASTER_ADDR` defaulting to the step's first node and `MASTER_PORT` to
 a port derived from the job id (the same after a requeue). One process (no such environment, or a world of 1) starts
-no process group and every method below is the identity: the default job computes exactly what it did before.
+no process group and every hook of `Distributed` is the identity: the default job computes exactly what it did before.
 
 The roles of a rank, for the trainer's hooks:
 - sampling and scoring: `shard` gives each rank a contiguous block of the step's prompts (whole groups: B prompts
@@ -29,8 +29,14 @@ The roles of a rank, for the trainer's hooks:
   with `DTensor.full_tensor`) plus every rank's RNG state, every rank reads it back (a shared filesystem), and a
   barrier follows each save. A checkpoint resumes on any world size (the RNG streams restart from a seed then).
 
-Left out: tensor/pipeline parallelism, vLLM rollouts across ranks (each rank would start its own engine), a sharded
-reference policy for `regularizer=kl` under FSDP (refused), and gradient sync by hand (only DDP / FSDP reduce).
+Verified on CPU with gloo (tests/test_distributed_on_cpu.py: loss, gradients, weights and checkpoint against one
+process for DDP and FSDP2; one MLflow run; resume after a kill); the NCCL/GPU path is the same code, not yet run.
+
+Left out: tensor/pipeline parallelism; FSDP with `regularizer=kl` (the reference copy is not sharded) or
+`rollout=vllm` (the engine would read shards): refused, and `auto` picks DDP for them; vLLM on many processes is
+untested (each rank would start its own engine); each rank loads the whole policy before FSDP shards it; the entropy
+of a step in which no group trains is measured on each rank's first groups (one process: its first groups); gradient
+sync by hand (only DDP / FSDP reduce gradients).
 
 Modules: `launch` (the environment), `core` (`Distributed`), `rollouts` (batches across ranks, sampling backends),
 `state` (whole and sharded checkpoint tensors).

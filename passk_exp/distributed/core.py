@@ -248,9 +248,9 @@ class Distributed:
             first.prompt_ids,
             first.prompt_mask,
             first.completion_ids,
-            torch.zeroslike(first.completion_mask),
+            torch.zeros_like(first.completion_mask),
             [[""] * batch.n],
-            torch.zeroslike(first.truncated),
+            torch.zeros_like(first.truncated),
         )
         batch = concat_batches([batch, padding])
         adv = torch.cat([adv, adv.new_zeros(1, adv.shape[1])])
