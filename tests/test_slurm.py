@@ -108,14 +108,16 @@ def test_two_job_smoke_multirun_through_submitit_slurm_reaches_mlflow(slurm, tmp
         assert steps == [1, 2]
 
 
-def test_a_requeued_job_resumes_its_checkpoint_and_continues_its_own_mlflow_run(slurm, tmp_path):
+@pytest.mark.parametrize("tasks", [1, 2])  # 2: one run on two ranks (passk_exp/distributed/), requeued as a whole
+def test_a_requeued_job_resumes_its_checkpoint_and_continues_its_own_mlflow_run(slurm, tmp_path, tasks):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "sweep"
     steps = 150  # long enough (~0.1 s a tiny step) that the job is still running when the requeue lands
     process = _launch([*TINY_JOB, f"steps={steps}", "K=1", "seed=0", "eval_every=0", "save_every=1",
-                       f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}"], tmp_path, slurm)
+                       f"hydra.launcher.tasks_per_node={tasks}", f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}"],
+                      tmp_path, slurm)
     checkpoint = sweep_dir / "0" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 180
     while not checkpoint.exists():  # wait for the first saved step, then preempt the job the way SLURM does
