@@ -20,6 +20,7 @@ from passk_exp.loss import batch_denominator
 from passk_exp.rollout.base import RolloutBatch
 
 WORKER = REPO / "tests" / "distributed_update_worker.py"
+pytestmark = pytest.mark.timeout(120)  # the two-process tests below set their own, longer limits: none may hang CI
 
 
 def _env() -> dict[str, str]:
