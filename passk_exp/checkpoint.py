@@ -21,7 +21,8 @@ import torch
 CHECKPOINT_FILE = "last.pt"
 # Keys that do not change what a run computes, so changing them still resumes the same run.
 _NOT_IDENTITY = (
-    "resume", "quiet", "steps", "tracking", "checkpoint_dir", "eval_every", "save_every", "keep_freed_memory"
+    "resume", "quiet", "steps", "tracking", "checkpoint_dir", "eval_every", "save_every", "keep_freed_memory",
+    "distributed",  # how many processes and which wrapper compute a run, not what it computes
 )
 
 
@@ -58,10 +59,15 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
+    payload = {"model": trainable_state(model), "optimizer": optimizer.state_dict(), "rng": rng_state(), **state}
+    return write_checkpoint(directory, payload)
+
+
+def write_checkpoint(directory: Path, payload: dict) -> Path:
+    """Write `payload` as the checkpoint of `directory`, atomically (temporary file, then rename)."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / CHECKPOINT_FILE
     tmp = directory / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
-    payload = {"model": trainable_state(model), "optimizer": optimizer.state_dict(), "rng": rng_state(), **state}
     torch.save(payload, tmp)
     os.replace(tmp, target)
     return target

@@ -95,6 +95,30 @@ class TrackingConfig:
     run_name: Optional[str] = None
 
 
+DISTRIBUTED_STRATEGIES = ("auto", "ddp", "fsdp")  # auto: FSDP2 when the training state would crowd one GPU, else DDP
+DISTRIBUTED_BACKENDS = ("auto", "nccl", "gloo")  # auto: NCCL on GPUs, gloo on CPU
+
+
+@dataclass
+class DistributedConfig:
+    """Used only when a launcher starts several processes (torchrun, srun); see passk_exp/distributed/."""
+
+    strategy: str = "auto"
+    backend: str = "auto"
+    timeout_min: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.strategy in DISTRIBUTED_STRATEGIES,
+            f"distributed.strategy={self.strategy!r} is not one of {list(DISTRIBUTED_STRATEGIES)}",
+        )
+        _check(
+            self.backend in DISTRIBUTED_BACKENDS,
+            f"distributed.backend={self.backend!r} is not one of {list(DISTRIBUTED_BACKENDS)}",
+        )
+        _check(self.timeout_min > 0, f"distributed.timeout_min={self.timeout_min} must be > 0 minutes")
+
+
 @dataclass
 class PasskSchema:
     """Top-level keys of conf/config.yaml. Group contents (`method`, `model`, ...) are checked by `validate_config`."""
@@ -117,6 +141,7 @@ class PasskSchema:
     scale: Optional[str] = None
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     method: Any = None
     schedule: Any = None
     regularizer: Any = None

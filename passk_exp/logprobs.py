@@ -150,7 +150,9 @@ def _chunk_stats(
 
 def _token_stats(head, features: Tensor, targets: Tensor, token_chunk: int, with_entropy: bool, temperature: float):
     """[T, D], [T] -> ([T], [T] | None), the vocabulary projection and log-softmax run `token_chunk` rows at a time."""
-    starts = range(0, features.shape[0], token_chunk)
+    # At least one chunk, empty when no completion token is real: the result stays connected to the parameters (zero
+    # gradients), which a distributed update's zero-weight padding group needs (Distributed.even_micro_batches).
+    starts = range(0, max(features.shape[0], 1), token_chunk)
     recompute = torch.is_grad_enabled() and len(starts) > 1
     logprobs, entropies = [], []
     for start in starts:
@@ -159,9 +161,6 @@ def _token_stats(head, features: Tensor, targets: Tensor, token_chunk: int, with
         lp, ent = checkpoint(_chunk_stats, *args, use_reentrant=False) if recompute else _chunk_stats(*args)
         logprobs.append(lp)
         entropies.append(ent)
-    if not logprobs:  # no real completion token at all
-        empty = features.new_zeros(0, dtype=torch.float32)
-        return empty, (empty if with_entropy else None)
     return torch.cat(logprobs), (torch.cat(entropies) if with_entropy else None)
 
 

@@ -25,23 +25,24 @@ from passk_exp import estimators
 from passk_exp.allocator import keep_freed_memory
 from passk_exp.benchmarks import load_benchmark
 from passk_exp.checkpoint import (
-    CHECKPOINT_FILE, load_checkpoint, restore_model, rng_state, run_key, run_label, save_checkpoint, set_rng_state,
+    CHECKPOINT_FILE, load_checkpoint, rng_state, run_key, run_label, set_rng_state,
 )
 from passk_exp.config import ConfigError
 from passk_exp.dapo import overlong_keep, resample_zero_variance
+from passk_exp.distributed import Distributed
 from passk_exp.eval_records import records_parquet
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
 from passk_exp.finetune import apply_finetune
 from passk_exp.k_control import KController
-from passk_exp.logprobs import completion_logprobs, supports_shared_prefix, training_attention
-from passk_exp.loss import batch_denominator, policy_gradient_loss
+from passk_exp.logprobs import supports_shared_prefix, training_attention
+from passk_exp.loss import policy_gradient_loss
 from passk_exp.models import load_policy
 from passk_exp.precision import autocast, resolve_precision, store_frozen_linears_in_bf16
 from passk_exp.progress import StepProgress
 from passk_exp.regularizers import outcome_entropy_term
 from passk_exp.rollout import make_backend
 from passk_exp.rollout.base import RolloutBatch, SamplingParams
-from passk_exp.run_dirs import checkpoint_root, open_run_dir
+from passk_exp.run_dirs import RunDir, checkpoint_root, open_run_dir
 from passk_exp.tracking import MlflowTracker, NullTracker, default_tracking_uri, flatten, log_figure_files, log_json
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,15 @@ class Trainer:
         self.config_dict: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        # The run's checkpoint directory and the benchmark first: both must fail before a model is loaded.
+        self.device = resolve_device(cfg.device)
+        self.dist = Distributed.from_config(cfg, self.device)  # one process: no process group, every hook a no-op
+        # The run's checkpoint directory and the benchmark first: both must fail before a model is loaded. Rank 0
+        # picks (and locks) the directory; the other ranks follow its choice and never lock or write it.
         root = checkpoint_root(cfg.checkpoint_dir)
-        self.run_dir = open_run_dir(root, run_key(self.config_dict), cfg.resume, cfg.steps)
+        key = run_key(self.config_dict)
+        main_dir = open_run_dir(root, key, cfg.resume, cfg.steps) if self.dist.is_main else None
+        chosen = self.dist.from_main(lambda: (main_dir.path, main_dir.key, main_dir.resumed))
+        self.run_dir = main_dir if main_dir is not None else RunDir(*chosen)
         try:
             self.bench = load_benchmark(**self.config_dict["benchmark"])
         except ValueError as error:  # a missing or malformed dataset file: the benchmark's own one-line message
@@ -93,7 +100,6 @@ class Trainer:
         self.eval_problems = self.bench.problems("test")
         # Measured, not assumed: also stops a run without a separate train source before the model loads.
         self.train_eval_overlap = self.bench.train_eval_overlap(cfg.seed, cfg.steps * cfg.train.prompts_per_step)
-        self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.device == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
@@ -131,6 +137,10 @@ class Trainer:
             self.config_dict["schedule"], cfg.K, cfg.n, cap_at_n=estimators.needs_k_le_n(self.method)
         )
         self.estimator_state = estimators.make_state(self.method, self.method_params)
+        # Many processes (passk_exp/distributed/): DDP or FSDP2 around the update, FSDP sampling with whole weights.
+        self.optimizer = self.dist.wrap(self.model, self.optimizer, self.precision, cfg.seed)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.backend = self.dist.sampling_backend(self.backend)
         self.checkpoint_dir: Path = self.run_dir.path
         self.step = 0
         self.eval_history: dict[int, tuple[list[int], list[float]]] = {}
@@ -146,7 +156,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------- set-up
     def _start_tracking(self, resumed_run_id: str | None):
         cfg = self.cfg
-        if not cfg.tracking.enabled:
+        if not cfg.tracking.enabled or not self.dist.is_main:  # only rank 0 talks to MLflow
             return NullTracker()
         run_name = cfg.tracking.run_name or run_label(self.config_dict)
         uri = default_tracking_uri(cfg.tracking.uri)
@@ -154,7 +164,7 @@ class Trainer:
         if resumed_run_id is None:
             tags = {"run_key": self.run_dir.key, "checkpoint_dir": str(self.checkpoint_dir)}
             tracker.set_tags({**run_tags(cfg), "precision": self.precision, **tags})
-            tracker.log_params(flatten(self.config_dict))
+            tracker.log_params({**flatten(self.config_dict), **self.dist.params()})
             tracker.log_params(self.finetune.params())
             tracker.log_params({"train_eval_overlap": str(self.train_eval_overlap)})
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -169,12 +179,11 @@ class Trainer:
         if not self.run_dir.resumed:
             return None
         saved = load_checkpoint(self.checkpoint_dir)
-        restore_model(self.model, saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        rng = self.dist.restore(self.model, self.optimizer, saved)  # weights, optimizer; this rank's RNG state
         self.k_control.load_state_dict(saved["k_control"])
         if self.estimator_state is not None and saved.get("estimator_state") is not None:
             self.estimator_state.load_state_dict(saved["estimator_state"])
-        set_rng_state(saved["rng"])
+        set_rng_state(rng)
         self.step = int(saved["step"])
         self.eval_history = saved.get("eval_history", {})
         self._eval_pending = bool(saved.get("eval_pending", False))
@@ -208,9 +217,11 @@ class Trainer:
             "eval_pending": self._eval_pending,
             "run_key": self.run_dir.key,
         }
-        self.run_dir.claim()
-        path = save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
-        self.run_dir.record(self.step, self.cfg.steps, tracker.run_id)
+        if self.dist.is_main:  # rank 0 owns the run directory (its lock and run.json) and writes the checkpoint
+            self.run_dir.claim()
+        path = self.dist.save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
+        if self.dist.is_main:
+            self.run_dir.record(self.step, self.cfg.steps, tracker.run_id)
         log.info("checkpoint at step %d: %s", self.step, path)
 
     # ------------------------------------------------------------------------------------------------------ loop
@@ -221,7 +232,7 @@ class Trainer:
         for _ in range(self.step * self.cfg.train.prompts_per_step):  # the same problems a straight run would see
             next(stream)
         status = "FAILED"
-        progress = StepProgress(total=self.cfg.steps, start=self.step, quiet=self.cfg.quiet)
+        progress = StepProgress(total=self.cfg.steps, start=self.step, quiet=self.cfg.quiet or not self.dist.is_main)
         try:
             with progress:
                 if self._eval_pending or not self.run_dir.resumed:  # a resumed run has its step-0 eval
@@ -253,7 +264,9 @@ class Trainer:
             tracker.end(status)
             self.bench.close()
             self.run_dir.release()
-            log.info("results (%s): %s", status, self.where(tracker))
+            self.dist.close()
+            if self.dist.is_main:
+                log.info("results (%s): %s", status, self.where(tracker))
 
     def where(self, tracker) -> str:
         """One line: where this run's results are."""
@@ -294,7 +307,12 @@ class Trainer:
     def _evaluate(self, tracker) -> None:
         started = time.perf_counter()
         result = evaluate(
-            self.backend, self.bench, self.eval_problems, self.cfg.n_eval, self.sampling, self.cfg.get("eval_ks")
+            self.dist.sharded(self.backend),  # many processes: each samples its block, every rank gets the whole batch
+            self.bench,
+            self.eval_problems,
+            self.cfg.n_eval,
+            self.sampling,
+            self.cfg.get("eval_ks"),
         )
         result.metrics["eval/time_s"] = time.perf_counter() - started
         self.last_eval = result.metrics
@@ -330,6 +348,7 @@ class Trainer:
         cfg = self.cfg
         started = time.perf_counter()
         k = self.k_control.k_at(self.step + 1)
+        problems = self.dist.shard(problems)  # this rank's block of whole groups
         batch = self.backend.generate([p.prompt for p in problems], cfg.n, self.sampling)
         generated = time.perf_counter()
         rewards = self._score(problems, batch)
@@ -338,14 +357,16 @@ class Trainer:
             batch, rewards, count = resample_zero_variance(
                 batch, rewards, self._regenerate(problems), cfg.train.dynamic_sampling_max_rounds
             )
-            resampled = {"train/resampled_groups": float(count)}
+            resampled = {"train/resampled_groups": self.dist.sum(float(count))}
+        rewards = self.dist.gather_groups(rewards)  # [B, n] of every rank: advantages see whole groups
         scored = time.perf_counter()
         adv = self.advantages(rewards, k).float()
         p_hat = self.k_control.observe(float(rewards.mean()))
         if self.estimator_state is not None and getattr(self.estimator_state, "p", None) is not None:
             p_hat = float(self.estimator_state.p)
         with training_attention(self.model, self.cfg.train.attention, self.device):
-            update = self._update(batch, adv)
+            update = self._update(batch, self.dist.own_groups(adv))
+        batch = self.dist.gather_batch(batch)  # the metrics below describe every rank's groups
         done = time.perf_counter()
         train_metrics, _, _ = pass_at_k_metrics(rewards.numpy(), "train", self.bench.continuous)
         informative = (rewards.max(dim=1).values != rewards.min(dim=1).values).double().mean()
@@ -392,8 +413,9 @@ class Trainer:
             groups = groups[(adv != 0).any(dim=1)]
         keep = overlong_keep(batch) if cfg.overlong_filter else None  # [G, n]
         loss_masks = batch.completion_mask if keep is None else batch.completion_mask * keep.unsqueeze(-1).long()
-        denominator = batch_denominator(cfg.loss_agg, loss_masks, self.cfg.rollout.max_new_tokens)
+        denominator = self.dist.loss_denominator(cfg.loss_agg, loss_masks, self.cfg.rollout.max_new_tokens)
         micro_batches = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
+        batch, adv, micro_batches = self.dist.even_micro_batches(batch, adv, micro_batches)  # same syncs on every rank
         old_logprobs: dict[int, torch.Tensor] = {}
         ref_logprobs: dict[int, torch.Tensor] = {}
         totals = {"loss": 0.0, "clip": 0.0, "kl": 0.0, "entropy": 0.0, "entropy_tokens": 0.0, "grad_norm": 0.0}
@@ -408,6 +430,7 @@ class Trainer:
                 if self.ref_model is not None and index not in ref_logprobs:
                     with torch.no_grad(), autocast(self.precision, device), self.finetune.reference_scope():
                         ref_logprobs[index] = self._logprobs(self.ref_model, tensors, False).logprobs.float()
+                self.dist.set_grad_sync(index == len(micro_batches) - 1)  # gradients meet once per optimizer step
                 with autocast(self.precision, device):
                     stats = self._logprobs(self.model, tensors, with_entropy=inner == 0)
                 logprobs = stats.logprobs.float()
@@ -441,11 +464,12 @@ class Trainer:
                 self.backend.sync_weights(self.model)
                 totals["grad_norm"] = float(grad_norm)
             totals["loss"] = loss_sum
+        totals = self.dist.combine_totals(totals)  # many processes: the whole batch's loss and statistics
         metrics = {
             "train/loss": totals["loss"],
             "train/grad_norm": totals["grad_norm"],
             "train/clip_fraction": totals["clip"],
-            "train/trained_groups": float(len(groups)),
+            "train/trained_groups": self.dist.sum(float(len(groups))),
         }
         if not micro_batches:
             # Nothing trained this step: measure the policy's entropy on a few groups anyway, so the metric is
@@ -454,8 +478,8 @@ class Trainer:
             tensors = [t.to(device) for t in (sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.completion_mask)]
             with torch.no_grad(), autocast(self.precision, device):
                 stats = self._logprobs(self.model, tensors, with_entropy=True)
-            totals["entropy"] = float((stats.entropy.float() * tensors[3]).sum())
-            totals["entropy_tokens"] = float(tensors[3].sum())
+            totals["entropy"] = self.dist.sum(float((stats.entropy.float() * tensors[3]).sum()))  # over ranks
+            totals["entropy_tokens"] = self.dist.sum(float(tensors[3].sum()))
         if totals["entropy_tokens"]:
             metrics["train/entropy"] = totals["entropy"] / totals["entropy_tokens"]
         if self.ref_model is not None:
@@ -466,8 +490,7 @@ class Trainer:
         prompt_ids, prompt_mask, completion_ids, completion_mask = tensors
         context = torch.no_grad() if model is self.ref_model else nullcontext()
         with context:
-            return completion_logprobs(
-                model,
+            return self.dist.logprobs(model)(  # completion_logprobs, through DDP / FSDP for the wrapped policy
                 prompt_ids,
                 prompt_mask,
                 completion_ids,

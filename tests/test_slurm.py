@@ -108,14 +108,16 @@ def test_two_job_smoke_multirun_through_submitit_slurm_reaches_mlflow(slurm, tmp
         assert steps == [1, 2]
 
 
-def test_a_requeued_job_resumes_its_checkpoint_and_continues_its_own_mlflow_run(slurm, tmp_path):
+@pytest.mark.parametrize("tasks", [1, 2])  # 2: one run on two ranks (passk_exp/distributed/), requeued as a whole
+def test_a_requeued_job_resumes_its_checkpoint_and_continues_its_own_mlflow_run(slurm, tmp_path, tasks):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "sweep"
     steps = 150  # long enough (~0.1 s a tiny step) that the job is still running when the requeue lands
     process = _launch([*TINY_JOB, f"steps={steps}", "K=1", "seed=0", "eval_every=0", "save_every=1",
-                       f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}"], tmp_path, slurm)
+                       f"hydra.launcher.tasks_per_node={tasks}", f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}"],
+                      tmp_path, slurm)
     checkpoints = sweep_dir / "0" / "checkpoints"  # the job's run keeps its last.pt in <run key>/<run id>/ there
     # A bound so loose that only a job that never starts or never checkpoints crosses it (a loaded 2-core machine
     # starts it within a minute); it fails with the job's logs, where the test's own timeout would not show them.
@@ -139,3 +141,23 @@ def test_a_requeued_job_resumes_its_checkpoint_and_continues_its_own_mlflow_run(
     history = client.get_metric_history(runs[0].info.run_id, "train/reward_mean")
     assert sorted(m.step for m in history) == list(range(1, steps + 1))  # every step once: none lost, none twice
     assert runs[0].info.status == "FINISHED"
+
+
+def test_tasks_per_node_make_one_job_one_run_on_as_many_processes(slurm, tmp_path):
+    """hydra.launcher.tasks_per_node=2: submitit starts the job's 2 tasks with srun, each a rank of one run
+    (passk_exp/distributed/launch.py reads SLURM_PROCID / SLURM_STEP_NUM_TASKS); rank 0 alone logs to MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    process = _launch([*TINY_JOB, "steps=2", "K=1", "seed=0", "hydra.launcher.tasks_per_node=2",
+                       f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}"], tmp_path, slurm)
+    _finish(process)
+    logs = _job_logs(sweep_dir)
+    assert "rank 0 of 2" in logs and "update on 2 processes with ddp" in logs, logs[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("passk-phase1-smoke").experiment_id])
+    assert len(runs) == 1, logs[-3000:]
+    assert runs[0].info.status == "FINISHED" and runs[0].data.params["world_size"] == "2"
+    history = client.get_metric_history(runs[0].info.run_id, "train/reward_mean")
+    assert sorted(m.step for m in history) == [1, 2]
