@@ -9,10 +9,12 @@ import torch
 
 from passk_exp.toylab.theorems import population_limit, scaled_variance, w_k_identity
 
+
 @pytest.mark.parametrize("p, alpha", [(0.1, 0.5), (0.5, 2.5), (0.9, 3.0)])
 def test_a_fixed_scale_multiplies_the_variance_by_its_square(p, alpha):
     row = scaled_variance(p, k=4, n=16, alpha=alpha, replicates=4000, seed=1)
     assert row["fixed_ratio"] == pytest.approx(alpha**2, rel=1e-9)
+
 
 def test_the_plug_in_scale_gives_no_ratio_fixed_by_p():
     # At p = 0.5, K = 4: α(p)² = (4·0.5³)² = 0.25, but α̂ = 4(1 − r̄)³ from the same group varies with r̄ and with the
@@ -21,6 +23,7 @@ def test_the_plug_in_scale_gives_no_ratio_fixed_by_p():
     assert row["alpha_p_sq"] == pytest.approx(0.25)
     assert row["plug_in_ratio"] > 4 * row["alpha_p_sq"]
 
+
 def test_e_of_w_k_times_r_is_not_pass_at_k():
     out = w_k_identity(torch.tensor([0.5]), 2)
     # By hand, K = 2, p = 1/2: w = 2·(1/2)/(3/4) = 4/3, p·w = 2/3, Pass@2 = 3/4.
@@ -28,6 +31,7 @@ def test_e_of_w_k_times_r_is_not_pass_at_k():
     grid = w_k_identity(torch.linspace(0.05, 0.95, 19), 8)
     assert torch.allclose(grid["w"], grid["dlog_pass_at_k"])  # w_K is d ln Pass@K / dp
     assert (grid["p_times_w"] - grid["pass_at_k"]).abs().max() > 0.1
+
 
 def test_surrogates_are_approached_as_n_grows():
     # grpo's 2·arcsin√p at p = 0.01: 0.670 at n = 64 (as in the diagnostics), within 2% of 1 at n = 1024.
