@@ -189,7 +189,7 @@ def winners(runs: pd.DataFrame, ks: Sequence[int] = KS, metric: str = "pass_at",
             else:
                 tied = cell.loc[cell["decision"] != "A > B", "other"].astype(str).tolist()
                 verdict = "wins" if not tied else "tie with " + ", ".join(tied)
-                interval = f"{first['diff']:+.3f} [{first['lo']:+.3f}, {first['hi']:+.3f}]"
+                interval = f"{first['diff']:+.4f} [{first['lo']:+.4f}, {first['hi']:+.4f}]"
             row[f"best K @{k}"] = (f"{first['best']} ({first['best_mean']:.3f}; vs {first['other']}: {interval}; "
                                    f"draws {first['draws_ahead']}/{first['draws']}) {verdict}")
         rows.append(row)
