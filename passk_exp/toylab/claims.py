@@ -67,7 +67,7 @@ TRAINING = [
              "C (finite n, training)", ("passk_shaping", "16"), ("passk_shaping", "1"), 64),
     Contrast("T6", "C: ... and pays in Pass@1 — passk_shaping K=1 vs K=16 at Pass@1", "C (finite n, training)",
              ("passk_shaping", "1"), ("passk_shaping", "16"), 1),
-    *[Contrast(f"T7{m[0]}", f"N §2: adaptive K beats fixed K — {m} adaptive vs fixed K=16 at Pass@{k}",
+    *[Contrast(f"T7{m[0]}@{k}", f"N §2: adaptive K beats fixed K — {m} adaptive vs fixed K=16 at Pass@{k}",
                "N (proposal, no proof)", (m, ADAPTIVE), (m, "16"), k, experiments=P3)
       for m in ("rloo_k", "pkpo_loo_minus_one", "biased_k") for k in (1, 64)],
     Contrast("T8a", "W §5.2.3: annealing 16→1 recovers Pass@1 — rloo_k anneal vs rloo_k K=1 at Pass@1",
