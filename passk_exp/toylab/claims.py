@@ -51,7 +51,7 @@ class Contrast:
 
 
 P1, P3, P13 = ("toylab-phase1",), ("toylab-phase3",), ("toylab-phase1", "toylab-phase3")
-P2, MAXK = ("toylab-phase2",), ("toylab-maxk",)
+P2, MAXK = ("toylab-phase2", "toylab-phase1"), ("toylab-maxk",)  # phase 2 reads phase 1's runs of 4 methods
 ADAPTIVE, ANNEAL = "adaptive", "anneal"
 
 TRAINING = [
