@@ -43,7 +43,7 @@ def test_training_verdicts_follow_the_paired_differences():
     assert table.loc["up", "verdict"] == "holds" and table.loc["up", "diff"] == pytest.approx(0.02)
     assert table.loc["up", "units"] == 15 and table.loc["up", "draws_ahead"] == "3/3"
     assert table.loc["down", "verdict"] == "contradicted"
-    assert table.loc["same", "verdict"] == "not separated" and table.loc["same", "p_holm"] == 1.0
+    assert table.loc["same", "verdict"] == "identical in every unit" and table.loc["same", "p_holm"] == 1.0
     assert table.loc["tie", "verdict"] == "not separated"
     assert table.loc["tie", "lo"] < 0 < table.loc["tie", "hi"]
 

@@ -151,7 +151,8 @@ def training_claims(runs: pd.DataFrame, contrasts: Sequence[Contrast] = TRAINING
         {"id": [c.id for c in meta], "claim": [c.claim for c in meta], "who": [c.who for c in meta],
          "metric": [f"{c.metric}_{c.k}" for c in meta], "diff": test.mean, "lo": test.lo, "hi": test.hi,
          "units": test.units, "draws_ahead": [f"{w}/{draws}" for w in won], "p_holm": adjusted,
-         "verdict": [_verdict(c.expect, d) for c, d in zip(meta, decision)]}
+         "verdict": [("identical in every unit" if np.all(row[~np.isnan(row)] == 0) else _verdict(c.expect, d))
+                     for c, d, row in zip(meta, decision, diffs)]}
     )
 
 
