@@ -10,7 +10,8 @@ every training contrast below. Diagnostics contrasts compare two Monte-Carlo est
 standard errors (conservative: rows of one grid point share the seed, so their errors are positively correlated);
 they are a second family. A claim with `expect=">"` holds when A > B is decided, is contradicted when A < B is, and is
 otherwise not separated; `expect="="` (a claim of equality) is contradicted when the two are separated and otherwise
-only "not separated", with the interval saying how large a difference the data leave room for. `who` says whose
+only "not separated", with the interval saying how large a difference the data leave room for; two arms whose
+runs agree exactly in every unit are "identical in every unit". `who` says whose
 claim it is and in what scope (population limit or finite n; stated by the seed text or inferred by us).
 What this file leaves out: the per-method K tables (summary.py) and the statistics themselves (verdicts.py).
 """
