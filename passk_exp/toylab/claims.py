@@ -205,8 +205,8 @@ def write_claims(training: pd.DataFrame, diagnostics: pd.DataFrame, out: Path) -
             "diff = A − B with its 95% interval; p_holm = Holm-adjusted p-value within the family; a verdict is a "
             "decision at α = 0.05 after Holm. Training: paired by (training seed, population draw), t-interval over "
             "units, draws_ahead = population draws on which A − B > 0. Diagnostics: z-interval on the two "
-            "Monte-Carlo standard errors. Intervals are per contrast; verdicts use the Holm-adjusted p, so an interval that just "
-            "excludes 0 can still be 'not separated'.\n"]
+            "Monte-Carlo standard errors. Intervals are per contrast; verdicts use the Holm-adjusted p, so an "
+            "interval that just excludes 0 can still be 'not separated'.\n"]
     if not training.empty:
         text += [f"\n## Training runs ({len(training)} contrasts, one Holm family)\n\n",
                  markdown_table(training, list(training.columns))]

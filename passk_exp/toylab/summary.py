@@ -135,7 +135,9 @@ def _with_draw(runs: pd.DataFrame) -> pd.DataFrame:
     return runs if "draw" in runs.columns else runs.assign(draw=0)
 
 
-def comparisons(runs: pd.DataFrame, ks: Sequence[int] = KS, metric: str = "pass_at", alpha: float = ALPHA) -> pd.DataFrame:
+def comparisons(
+    runs: pd.DataFrame, ks: Sequence[int] = KS, metric: str = "pass_at", alpha: float = ALPHA
+) -> pd.DataFrame:
     """For each method (and population, regularizer) and each k: the arm that ends best at {metric}_k against every
     other K of that method, paired by unit. One row per comparison: the difference best − other (mean, 95% t-interval,
     units, draws where best is ahead), its p-value, Holm's adjusted p over all rows, and the decision."""
@@ -220,8 +222,8 @@ def write_summary(runs: pd.DataFrame, out: Path, title: str) -> list[Path]:
                  "difference to the runner-up with the 95% t-interval over shared runs; population draws on which it "
                  "is ahead). **wins**: ahead of every other K of the method after Holm's correction at α = 0.05 over "
                  f"all {len(compared)} comparisons of this table (`{title}_comparisons.csv`); **tie with**: the Ks it "
-                 "is not separated from. The intervals are per comparison (95%); the decisions use Holm-adjusted p-values, so "
-                 "an interval that just excludes 0 can still be a tie.\n\n", markdown_table(won, list(won.columns))]
+                 "is not separated from. The intervals are per comparison (95%); the decisions use Holm-adjusted "
+                 "p-values, so an interval that just excludes 0 can still be a tie.\n\n", markdown_table(won, list(won.columns))]
         compared.to_csv(out / f"{title}_comparisons.csv", index=False, float_format="%.6g")
         paths.append(out / f"{title}_comparisons.csv")
     paths[0].write_text("".join(text))
