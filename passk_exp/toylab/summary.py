@@ -223,7 +223,8 @@ def write_summary(runs: pd.DataFrame, out: Path, title: str) -> list[Path]:
                  "is ahead). **wins**: ahead of every other K of the method after Holm's correction at α = 0.05 over "
                  f"all {len(compared)} comparisons of this table (`{title}_comparisons.csv`); **tie with**: the Ks it "
                  "is not separated from. The intervals are per comparison (95%); the decisions use Holm-adjusted "
-                 "p-values, so an interval that just excludes 0 can still be a tie.\n\n", markdown_table(won, list(won.columns))]
+                 "p-values, so an interval that just excludes 0 can still be a tie.\n\n",
+                 markdown_table(won, list(won.columns))]
         compared.to_csv(out / f"{title}_comparisons.csv", index=False, float_format="%.6g")
         paths.append(out / f"{title}_comparisons.csv")
     paths[0].write_text("".join(text))
