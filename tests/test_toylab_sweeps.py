@@ -59,11 +59,20 @@ def test_the_phase_configs_are_the_ones_documented():
 def test_every_job_of_every_phase_composes_and_validates(name):
     jobs = _jobs(name)
     assert len(jobs) > 1
-    distinct = {tuple(o for o in overrides if not o.startswith("seed=")) for overrides in jobs}  # seeds validate alike
+    # training seeds and population draws validate alike (a draw is another random population of the same shape)
+    distinct = {tuple(o for o in overrides if not o.startswith(("seed=", "toylab_population.seed=")))
+                for overrides in jobs}
     for overrides in sorted(distinct):
         cfg = _compose(list(overrides))
         validate_toylab_config(cfg)
         assert cfg.phase and cfg.tracking.experiment.startswith("toylab-") and cfg.task == "train"
+
+
+@pytest.mark.parametrize("name", PHASES)
+def test_every_phase_runs_at_least_5_seeds_on_at_least_3_population_draws(name):
+    params = _compose([f"+toylab={name}"], hydra_config=True).hydra.sweeper.params
+    assert len(str(params["seed"]).split(",")) >= 5
+    assert len(str(params["toylab_population.seed"]).split(",")) >= 3
 
 
 @pytest.mark.parametrize("name", DIAGNOSE)
@@ -128,13 +137,14 @@ def test_a_multirun_from_the_command_line_to_the_summary(tmp_path, store):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     args = [  # axes given on the command line replace the phase's own (as for the LLM sweeps)
         sys.executable, "-m", "passk_exp.toylab", "+toylab=phase1", "steps=6", "eval_every=3", "method=rloo_k",
-        "K=1,4", "seed=0,1", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        "K=1,4", "seed=0,1", "toylab_population.seed=0,1", f"tracking.uri={uri}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     _, runs = _finished(uri, "toylab-phase1")
-    assert sorted((r.data.tags["K"], r.data.tags["seed"]) for r in runs) == [("1", "0"), ("1", "1"), ("4", "0"),
-                                                                           ("4", "1")]
+    units = sorted((r.data.tags["K"], r.data.tags["seed"], r.data.params["toylab_population.seed"]) for r in runs)
+    assert units == [(k, s, d) for k in ("1", "4") for s in ("0", "1") for d in ("0", "1")]
     summary = subprocess.run(
         [sys.executable, "-m", "passk_exp.toylab.summary", "--tracking-uri", uri, "--experiment", "toylab-phase1",
          "--out", str(tmp_path / "summary")],
@@ -142,7 +152,8 @@ def test_a_multirun_from_the_command_line_to_the_summary(tmp_path, store):
     )
     assert summary.returncode == 0, summary.stderr[-2000:]
     text = (tmp_path / "summary" / "toylab-phase1.md").read_text()
-    assert "| rloo_k | 1 |" in text and "| rloo_k | 4 |" in text and "Which K wins" in text
+    assert "| rloo_k | 1 | toylab-mixed | none | 4 | 2 |" in text and "| rloo_k | 4 |" in text  # 4 runs, 2 draws
+    assert "Which K wins" in text and (tmp_path / "summary" / "toylab-phase1_comparisons.csv").is_file()
 
 
 def test_a_bad_override_exits_with_status_2_and_one_line(tmp_path):
