@@ -406,16 +406,24 @@ class Trainer:
 
         return generate_and_score
 
+    def _loss_masks(self, batch: RolloutBatch) -> torch.Tensor:
+        """[G, n, C] tokens that enter the loss: the completion mask, less truncated samples with train.overlong_filter
+        (DAPO, passk_exp/dapo.py)."""
+        if not self.cfg.train.overlong_filter:
+            return batch.completion_mask
+        return batch.completion_mask * overlong_keep(batch).unsqueeze(-1).long()
+
     def _update(self, batch: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg.train
         groups = torch.arange(batch.groups)
         if cfg.skip_uninformative and self.ref_model is None:
             groups = groups[(adv != 0).any(dim=1)]
-        keep = overlong_keep(batch) if cfg.overlong_filter else None  # [G, n]
-        loss_masks = batch.completion_mask if keep is None else batch.completion_mask * keep.unsqueeze(-1).long()
-        denominator = self.dist.loss_denominator(cfg.loss_agg, loss_masks, self.cfg.rollout.max_new_tokens)
+        # The denominator counts this step's real groups; the loss masks also cover the zero-weight padding group
+        # that even_micro_batches may append.
+        denominator = self.dist.loss_denominator(cfg.loss_agg, self._loss_masks(batch), self.cfg.rollout.max_new_tokens)
         micro_batches = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
         batch, adv, micro_batches = self.dist.even_micro_batches(batch, adv, micro_batches)  # same syncs on every rank
+        loss_masks = self._loss_masks(batch)
         old_logprobs: dict[int, torch.Tensor] = {}
         ref_logprobs: dict[int, torch.Tensor] = {}
         totals = {"loss": 0.0, "clip": 0.0, "kl": 0.0, "entropy": 0.0, "entropy_tokens": 0.0, "grad_norm": 0.0}
