@@ -54,10 +54,13 @@ def policy_gradient_loss(
     denominator: float,
     ref_logprobs: Tensor | None = None,
     kl_beta: float = 0.0,
+    token_weights: Tensor | None = None,
 ) -> LossParts:
     """logprobs, old_logprobs, mask, ref_logprobs: [G, n, C]; advantages: [G, n] -> the micro-batch's share of the loss.
 
     Clipped surrogate per token: −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A), ρ = exp(log π − log π_old), plus β·k3 KL to π_ref.
+    `token_weights` [G, n, C] (truncated importance weights for an engine's sampler, importance.py) multiply the
+    surrogate only, as in TRL: the KL term is an expectation under the policy's own samples either way.
     """
     mask = mask.to(logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)
@@ -65,6 +68,8 @@ def policy_gradient_loss(
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
     per_token = -torch.minimum(unclipped, clipped)
+    if token_weights is not None:
+        per_token = per_token * token_weights.to(per_token.dtype)
     kl_mean = None
     if ref_logprobs is not None:
         kl = k3_kl(logprobs, ref_logprobs)

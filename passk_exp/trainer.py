@@ -27,6 +27,7 @@ from passk_exp.checkpoint import load_checkpoint, restore_model, run_key, save_c
 from passk_exp.eval_records import records_parquet
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
 from passk_exp.finetune import apply_finetune
+from passk_exp.importance import ImportanceCorrection
 from passk_exp.k_control import KController
 from passk_exp.logprobs import completion_logprobs, supports_shared_prefix, training_attention
 from passk_exp.loss import batch_denominator, policy_gradient_loss
@@ -100,7 +101,8 @@ class Trainer:
             for frozen in (self.model, self.ref_model):
                 if frozen is not None:
                     store_frozen_linears_in_bf16(frozen)
-        self.backend = make_backend(self.config_dict["rollout"], self.model, self.tokenizer, self.precision)
+        self.backend = make_backend(self.config_dict["rollout"], self.model, self.tokenizer, self.precision, cfg.seed)
+        self.importance = ImportanceCorrection(self.config_dict["rollout"].get("is_cap"))  # vLLM's sampler mismatch
         self.sampling = SamplingParams(
             max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p
         )
@@ -305,6 +307,7 @@ class Trainer:
         micro_batches = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
         old_logprobs: dict[int, torch.Tensor] = {}
         ref_logprobs: dict[int, torch.Tensor] = {}
+        is_weights: dict[int, torch.Tensor | None] = {}
         totals = {"loss": 0.0, "clip": 0.0, "kl": 0.0, "entropy": 0.0, "entropy_tokens": 0.0, "grad_norm": 0.0}
         device = self.device
         for inner in range(cfg.inner_updates):
@@ -322,6 +325,7 @@ class Trainer:
                 logprobs = stats.logprobs.float()
                 if inner == 0:
                     old_logprobs[index] = logprobs.detach()
+                    is_weights[index] = self.importance.weights(old_logprobs[index], sub.sampler_logprobs, mask)
                     if stats.entropy is not None:
                         totals["entropy"] += float((stats.entropy.float() * mask).sum())
                         totals["entropy_tokens"] += float(mask.sum())
@@ -335,6 +339,7 @@ class Trainer:
                     denominator=denominator,
                     ref_logprobs=ref_logprobs.get(index),
                     kl_beta=float(self.cfg.regularizer.get("beta", 0.0)),
+                    token_weights=is_weights[index],
                 )
                 parts.loss.backward()
                 loss_sum += float(parts.loss.detach())
@@ -355,6 +360,7 @@ class Trainer:
             "train/grad_norm": totals["grad_norm"],
             "train/clip_fraction": totals["clip"],
             "train/trained_groups": float(len(groups)),
+            **self.importance.metrics(),
         }
         if not micro_batches:
             # Nothing trained this step: measure the policy's entropy on a few groups anyway, so the metric is
