@@ -7,6 +7,8 @@ log-probs as the trainer's own update forward. `static` runs here on CPU; `stati
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -27,7 +29,9 @@ class _RecordingSampler(InverseCdfSampler):
         return super().__call__(input_ids, scores)
 
 
-def _check_sampled_logits_match_training_logprobs(tmp_path, monkeypatch, cache: str, device: str, atol: float):
+def _check_sampled_logits_match_training_logprobs(
+    tmp_path, monkeypatch, cache: str, device: str, atol: float, model: dict | None = None
+):
     from passk_exp.trainer import Trainer
 
     temperature = 0.8
@@ -37,6 +41,7 @@ def _check_sampled_logits_match_training_logprobs(tmp_path, monkeypatch, cache: 
             precision="fp32",
             device=device,
             **{"rollout.temperature": temperature, "rollout.cache": cache, "rollout.max_new_tokens": 8},
+            **(model or {}),
         )
     )
     validate_config(cfg)
@@ -79,8 +84,11 @@ def test_static_cache_samples_the_trainers_distribution_on_cpu(tmp_path, monkeyp
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.compile CUDA graphs)")
 def test_compiled_static_cache_samples_the_trainers_distribution_on_cuda(tmp_path, monkeypatch):
     torch.backends.cuda.matmul.allow_tf32 = False  # compare in true fp32
+    # A GPU machine without the embedded model's GGUF (bench/gpu_check.py's) names a save_pretrained model instead.
+    local = os.environ.get("PASSK_EXP_TEST_MODEL_DIR")
+    model = {"model": "qwen2.5_0.5b", "model.source": "local", "model.path": local, "model.name": "local"} if local else None
     # Inductor's fused kernels round differently from eager ones: a looser bound than the CPU check's.
-    _check_sampled_logits_match_training_logprobs(tmp_path, monkeypatch, "static_compiled", "cuda", atol=2e-3)
+    _check_sampled_logits_match_training_logprobs(tmp_path, monkeypatch, "static_compiled", "cuda", atol=2e-3, model=model)
 
 
 @pytest.mark.parametrize(
