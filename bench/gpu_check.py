@@ -148,8 +148,7 @@ def fsdp_check(check: Check, tiny: Path, device: str, models: Path) -> dict:
     backend = "nccl" if device == "cuda" else "gloo"
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "passk_exp",
             *model_overrides(tiny), f"device={device}", "steps=3", "eval_every=0", "n_eval=4", "benchmark.eval_size=4",
-            "save_every=2",
-            f"checkpoint_dir={models / 'ckpt_fsdp'}", "tracking.enabled=false", "quiet=true",
+            "save_every=2", f"checkpoint_dir={models / 'ckpt_fsdp'}", "tracking.enabled=false", "quiet=true",
             "distributed.strategy=fsdp", f"distributed.backend={backend}"]  # fmt: skip
     return {"exit": check.command("fsdp", argv), "backend": backend, "command": " ".join(argv[1:])}
 

@@ -70,3 +70,33 @@ def test_correction_accumulates_step_metrics_and_stays_off_without_sampler_logpr
     assert metrics["train/is_clip_fraction"] == pytest.approx(1 / 4)
     assert correction.metrics() == {}  # reset for the next step
     assert ImportanceCorrection(None).weights(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), mask) is None
+
+
+@pytest.mark.parametrize(("sampler_logprob", "weight_mean", "clip_fraction"), [(-1e4, 2.0, 1.0), (0.0, None, 0.0)])
+def test_trainer_weights_tokens_by_the_sampler_logprobs_a_rollout_carries(
+    tmp_path, sampler_logprob, weight_mean, clip_fraction
+):
+    """A rollout with sampler log-probs (as rollout=vllm returns) gets the truncated weights in the update: a sampler
+    far less likely than the policy (log p = -1e4) caps every token at C = 2; a sampler that gave every token
+    probability 1 (log p = 0) leaves min(π_old, 2) = π_old < 1 and caps none."""
+    from conftest import compose, tiny_overrides
+    from passk_exp.trainer import Trainer
+
+    cfg = compose(tiny_overrides(tmp_path, precision="fp32", **{"train.skip_uninformative": "false"}))
+    trainer = Trainer(cfg)
+    assert trainer.importance.cap is None  # rollout=hf: the policy samples itself, nothing to correct
+    trainer.importance = ImportanceCorrection(cap=2.0)
+    generate = trainer.backend.generate
+
+    def with_sampler_logprobs(prompts, n, sampling):
+        batch = generate(prompts, n, sampling)
+        batch.sampler_logprobs = torch.full(batch.completion_ids.shape, sampler_logprob) * batch.completion_mask
+        return batch
+
+    trainer.backend.generate = with_sampler_logprobs
+    metrics = trainer.train_step([next(trainer.bench.train_stream(0)) for _ in range(2)])
+    assert metrics["train/is_clip_fraction"] == clip_fraction
+    if weight_mean is not None:
+        assert metrics["train/is_weight_mean"] == pytest.approx(weight_mean)
+    else:
+        assert 0 < metrics["train/is_weight_mean"] < 1

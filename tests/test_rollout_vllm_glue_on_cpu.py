@@ -195,3 +195,22 @@ def test_the_vllm_backend_without_a_gpu_fails_in_one_line():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ValueError, match="rollout=vllm needs a CUDA GPU"):
         make_backend(rollout, _policy(), CharTokenizer(), "bf16", seed=0)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("rollout.is_cap=0", "rollout.is_cap=0 must be a positive number, or null"),
+        ("rollout.max_model_len=6", "rollout.max_model_len=6 must exceed rollout.max_new_tokens=6"),
+        ("rollout.gpu_memory_utilization=1.5", "rollout.gpu_memory_utilization=1.5 must be in (0, 1]"),
+        ("+rollout.batch_size=64", "rollout=vllm: unknown key(s) ['batch_size']"),
+    ],
+)
+def test_bad_vllm_settings_fail_in_one_line_before_any_model_loads(tmp_path, override, needle):
+    from conftest import compose, tiny_overrides
+    from passk_exp.config import ConfigError, validate_config
+
+    validate_config(compose([*tiny_overrides(tmp_path), "rollout=vllm", "rollout.max_new_tokens=6"]))  # defaults pass
+    with pytest.raises(ConfigError) as error:
+        validate_config(compose([*tiny_overrides(tmp_path), "rollout=vllm", "rollout.max_new_tokens=6", override]))
+    assert needle in str(error.value) and "\n" not in str(error.value)
