@@ -17,6 +17,7 @@ sections rather than the whole report; `report.json` is rewritten after every se
                 median step, if it beats dynamic by more than 10 %);
   vs_trl_*      item 4: bench/vs_trl.py --device cuda: TRL's GRPOTrainer (HF generate, bf16) against passk-exp on the
                 same job, 0.5B-shaped full fine-tune, then 1.5B-shaped full and LoRA; median step and peak GPU memory;
+                passk-exp uses the rollout.cache that cache_speed found to pay (named in the table's header line);
   e2e, logprobs the earlier checks: `python -m passk_exp` on CUDA end to end; shared-prefix log-prob parity.
 
 Writes `report.json`, `summary.md` (the tables for bench/RESULTS.md) and `log.txt` (every child's output) under --out.
@@ -193,6 +194,7 @@ def cache_speed(check: Check, model: Path, device: str, tokens: int, steps: int,
     if "dynamic" in timed:
         best = min(timed, key=timed.get)
         turn_on = best if best != "dynamic" and timed[best] < PAYS * timed["dynamic"] else "dynamic"
+        result["turn_on"] = turn_on
         result["verdict"] = (
             f"rollout.cache={turn_on}" + ("" if turn_on == "dynamic" else f" ({timed[turn_on] / timed['dynamic']:.2f}x "
                                           "dynamic's median step)")  # fmt: skip
@@ -200,16 +202,18 @@ def cache_speed(check: Check, model: Path, device: str, tokens: int, steps: int,
     return result
 
 
-def vs_trl(check: Check, model: Path, device: str, tokens: int, steps: int, finetune: str, models: Path) -> dict:
+def vs_trl(
+    check: Check, model: Path, device: str, tokens: int, steps: int, finetune: str, models: Path, cache: str
+) -> dict:
     if importlib.util.find_spec("trl") is None:
         return {"skipped": "trl is not importable (carry the wheels of bench/gpu_payload.sh)"}
     markdown = models / f"vs_trl_{model.name}_{finetune}.md"
     markdown.unlink(missing_ok=True)
     argv = [sys.executable, "bench/vs_trl.py", "--device", device, "--model-dir", str(model), "--max-new-tokens",
             str(tokens), "--finetune", finetune, "--precisions", "bf16" if device == "cuda" else "fp32",
-            "--steps", str(steps), "--warmup", "1", "--markdown", str(markdown)]  # fmt: skip
+            "--steps", str(steps), "--warmup", "1", "--markdown", str(markdown), "--cache", cache]  # fmt: skip
     code = check.command(f"vs_trl {model.name} {finetune}", argv)
-    return {"exit": code, "markdown": markdown.read_text() if markdown.is_file() else None}
+    return {"exit": code, "cache": cache, "markdown": markdown.read_text() if markdown.is_file() else None}
 
 
 def e2e_check(check: Check, tiny: Path, device: str, models: Path) -> dict:
@@ -306,10 +310,12 @@ def main() -> None:
     check.section("sampling", 60, lambda: sampling_check(check, tiny))
     half = build_random_model(args.tokenizer, half_shape, models / "qwen0.5b_shaped_random", device)
     check.section("cache_speed", 120, lambda: cache_speed(check, half, device, tokens, steps, models))
-    check.section("vs_trl_0.5b_full", 90, lambda: vs_trl(check, half, device, tokens, steps, "full", models))
+    # passk-exp runs the rollout.cache the speed section found fastest (dynamic, the default, if none paid)
+    cache = report["cache_speed"].get("turn_on", "dynamic")
+    check.section("vs_trl_0.5b_full", 90, lambda: vs_trl(check, half, device, tokens, steps, "full", models, cache))
     big = build_random_model(args.tokenizer, big_shape, models / "qwen1.5b_shaped_random", device)
-    check.section("vs_trl_1.5b_full", 100, lambda: vs_trl(check, big, device, tokens, steps, "full", models))
-    check.section("vs_trl_1.5b_lora", 100, lambda: vs_trl(check, big, device, tokens, steps, "lora", models))
+    check.section("vs_trl_1.5b_full", 100, lambda: vs_trl(check, big, device, tokens, steps, "full", models, cache))
+    check.section("vs_trl_1.5b_lora", 100, lambda: vs_trl(check, big, device, tokens, steps, "lora", models, cache))
     check.section("e2e", 30, lambda: e2e_check(check, tiny, device, models))
     check.section("logprobs", 20, lambda: {"tiny": check_logprobs(tiny, device), "0.5b": check_logprobs(half, device)})
     report["total_s"] = round(time.perf_counter() - check.started, 1)
