@@ -25,8 +25,8 @@ Writes `report.json`, `summary.md` (the tables for bench/RESULTS.md) and `log.tx
 
 On the device machine (TRL, datasets and the config libraries travel as wheels; `bash bench/gpu_payload.sh` puts them
 and the tokenizer under .gpu/, which the run carries):
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl &&
-  PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --tokenizer .gpu/tokenizer --out $OUT/gpu_check
+  python3 -m pip install -q --no-index --no-deps --no-compile --target .gpu/site .gpu/wheels/*.whl &&
+  PYTHONPATH=.gpu/site PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --tokenizer .gpu/tokenizer --out $OUT/gpu_check
 """
 
 from __future__ import annotations
