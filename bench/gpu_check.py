@@ -1,19 +1,32 @@
-"""Check and time the GPU path on a CUDA machine: `python bench/gpu_check.py --tokenizer DIR --out DIR`.
+"""The GPU check as one prepared script: `python bench/gpu_check.py --tokenizer DIR --out DIR [--budget-s 450]`.
 
-Made for a lent GPU machine that has torch and transformers but no hub access and no room for the embedded model's
-weights, so every model here is randomly initialised from a config with the real SmolLM2 tokenizer (`--tokenizer`, a
-save_pretrained directory; `python bench/gpu_check.py --export-tokenizer DIR` writes one from the embedded model).
-Random weights are fine for what is checked: the same numbers on CUDA as on CPU, and how long a step takes.
+Made for a lent GPU machine (torch and transformers there, no hub access, nothing to download, at most 64 MiB carried)
+and sized to finish inside 8 minutes. Every model is randomly initialised from a config with the real SmolLM2
+tokenizer (`--tokenizer`, a save_pretrained directory; `--export-tokenizer DIR` writes one here from the embedded
+model). Random weights are fine for what is checked: agreement of numbers and how long a step takes. Sections run in
+order of priority, each only if the time left (`--budget-s`) covers its estimate, so a slow machine loses the last
+sections rather than the whole report; `report.json` is rewritten after every section.
 
-  1. estimators: every registered method on CUDA (float32 and float64) equals the CPU float64 result, dtype and
-     device kept;
-  2. log-probs: shared-prefix vs plain forward on CUDA, fp32 (max |d log p|, relative gradient difference);
-  3. the harness end to end: `python -m passk_exp` on CUDA with precision=auto (expects bf16), a few real steps
-     with evaluation, tracking off (MLflow is checked on CPU by the tests);
-  4. step time: bench/step.py on a Qwen2.5-0.5B-shaped model (24 layers, 896 wide), experiment=trl_parity's job,
-     bf16 vs fp32 and shared-prefix vs plain, one JSON each;
-  5. vLLM rollouts, only where `vllm` imports.
-Prints a markdown summary; writes the JSON files under --out.
+  fsdp          issue 17 item 1: `torchrun --nproc_per_node 1 -m passk_exp` with distributed.strategy=fsdp over NCCL
+                (FSDP2 on a 1-GPU mesh), a few real steps on the tiny random model; skipped where the tree has no
+                `distributed` config section;
+  sampling      item 2: the `gpu`-marked tests: rollout.cache=static_compiled samples from the logits the trainer's
+                log-probs assume (tests/test_rollout_cache_on_cpu.py) and the estimators on CUDA;
+  cache_speed   item 2: bench/step.py on the Qwen2.5-0.5B-shaped model, 8 prompts x 8 completions of 128 tokens, bf16,
+                rollout.cache = dynamic | static_compiled (static on a CPU rehearsal); says which to turn on (the one
+                with the lowest median step, if it beats dynamic by more than 10 %);
+  vs_trl_*      item 4: bench/vs_trl.py --device cuda: TRL's GRPOTrainer (HF generate, bf16) against passk-exp on the
+                same job, 0.5B-shaped full fine-tune, then 1.5B-shaped full and LoRA; median step and peak GPU memory;
+                passk-exp uses the rollout.cache that cache_speed found to pay (named in the table's header line);
+  e2e, logprobs the earlier checks: `python -m passk_exp` on CUDA end to end; shared-prefix log-prob parity.
+
+Writes `report.json`, `summary.md` (the tables for bench/RESULTS.md) and `log.txt` (every child's output) under --out.
+`--device cpu` rehearses the whole script on CPU with tiny shapes and few tokens (the figures mean nothing there).
+
+On the device machine (TRL, datasets and the config libraries travel as wheels; `bash bench/gpu_payload.sh` puts them
+and the tokenizer under .gpu/, which the run carries):
+  python3 -m pip install -q --no-index --no-deps --no-compile --target .gpu/site .gpu/wheels/*.whl &&
+  PYTHONPATH=.gpu/site PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --tokenizer .gpu/tokenizer --out $OUT/gpu_check
 """
 
 from __future__ import annotations
@@ -22,20 +35,27 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-# Qwen2.5-0.5B's decoder shape (its own 151k vocabulary replaced by the SmolLM2 tokenizer's 49k).
+# Qwen2.5-0.5B / 1.5B decoder shapes (their own 151k vocabulary replaced by the SmolLM2 tokenizer's 49k).
 HALF_B_SHAPE = dict(
     hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864
 )
+ONE_HALF_B_SHAPE = dict(
+    hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, intermediate_size=8960
+)
 TINY_SHAPE = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
+CACHES = ("dynamic", "static", "static_compiled")
+PAYS = 0.9  # turn a cache mode on only if its median step is below 90 % of dynamic's
 
 
 def export_tokenizer(target: Path) -> None:
@@ -48,11 +68,13 @@ def export_tokenizer(target: Path) -> None:
     shutil.copytree(gguf_tokenizer_dir(model_config("smollm2_135m")), target, dirs_exist_ok=True)
 
 
-def build_random_model(tokenizer_dir: Path, shape: dict, target: Path, seed: int = 0) -> Path:
+def build_random_model(tokenizer_dir: Path, shape: dict, target: Path, device: str = "cpu", seed: int = 0) -> Path:
     """A randomly initialised Llama of `shape` with the given tokenizer, saved as a source=local directory."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    if (target / "config.json").is_file():
+        return target
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -61,36 +83,146 @@ def build_random_model(tokenizer_dir: Path, shape: dict, target: Path, seed: int
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         max_position_embeddings=2048,
+        architectures=["LlamaForCausalLM"],
         **shape,
     )
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(target)
+    with torch.device(device):  # initialising 1.5B parameters is seconds on a GPU, much longer on the CPU
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
 
 
-def check_estimators(device: str) -> dict:
-    import torch
+def model_overrides(model_dir: Path) -> list[str]:
+    return ["model=qwen2.5_0.5b", "model.source=local", f"model.path={model_dir}", f"model.name={model_dir.name}"]
 
-    from passk_exp.estimators import REGISTRY, compute_advantages
 
-    generator = torch.Generator().manual_seed(0)
-    binary = (torch.rand(64, 16, generator=generator, dtype=torch.float64) < 0.3).to(torch.float64)
-    worst, failures = 0.0, []
-    for method in sorted(REGISTRY):
-        k = 1 if method in {"reinforce", "rloo", "grpo"} else 4
-        params = {"ks": [1, 4, 16], "weights": [1.0, 1.0, 1.0]} if method == "passk_multi" else {}
-        reference = compute_advantages(method, binary, k, **params)
-        for dtype in (torch.float32, torch.float64):
-            result = compute_advantages(method, binary.to(device, dtype), k, **params)
-            if result.device.type != device or result.dtype != dtype:
-                failures.append(f"{method}: {result.device}/{result.dtype}")
-            tolerance = 1e-5 if dtype == torch.float32 else 1e-12
-            difference = float((result.double().cpu() - reference).abs().max())
-            worst = max(worst, difference) if dtype == torch.float32 else worst
-            if difference > tolerance * max(1.0, float(reference.abs().max())):
-                failures.append(f"{method} {dtype}: max |cuda - cpu| = {difference:.2e}")
-    return {"methods": len(REGISTRY), "max_abs_diff_fp32": worst, "failures": failures}
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+class Check:
+    """Runs sections against a time budget; children's output goes to one log; the report is saved after each."""
+
+    def __init__(self, out: Path, budget_s: float, report: dict) -> None:
+        self.out, self.budget_s, self.report = out, budget_s, report
+        self.started = time.perf_counter()
+        self.log = out / "log.txt"
+        self.log.write_text("")
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.started)
+
+    def section(self, name: str, estimate_s: float, run: Callable[[], dict]) -> None:
+        if self.left() < estimate_s:
+            self.report[name] = {"skipped": f"time budget: {self.left():.0f} s left, the section needs ~{estimate_s:.0f} s"}
+        else:
+            started = time.perf_counter()
+            try:
+                result = run()
+            except Exception as error:  # a failed section is a result; the later sections still run
+                result = {"error": f"{type(error).__name__}: {error}"[-2000:]}
+            result["seconds"] = round(time.perf_counter() - started, 1)
+            self.report[name] = result
+        print(f"{name}: {json.dumps(self.report[name])[:600]}", flush=True)
+        (self.out / "report.json").write_text(json.dumps(self.report, indent=2))
+
+    def command(self, title: str, argv: list[str], env: dict | None = None) -> int:
+        """Run a child (its own output appended to log.txt); killed when the budget runs out."""
+        with self.log.open("a") as handle:
+            handle.write(f"\n===== {title}: {' '.join(argv)}\n")
+            handle.flush()
+            try:
+                return subprocess.call(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+                                       env={**os.environ, **(env or {})}, timeout=max(self.left(), 1))  # fmt: skip
+            except subprocess.TimeoutExpired:
+                handle.write(f"\n===== {title}: killed, time budget spent\n")
+                return 124
+
+
+# ------------------------------------------------------------------------------------------------------- sections
+def fsdp_check(check: Check, tiny: Path, device: str, models: Path) -> dict:
+    config = (REPO / "conf" / "config.yaml").read_text()
+    if "\ndistributed:" not in config:
+        return {"skipped": "this tree has no `distributed` config section (passk_exp/distributed.py not merged)"}
+    backend = "nccl" if device == "cuda" else "gloo"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "passk_exp",
+            *model_overrides(tiny), f"device={device}", "steps=3", "eval_every=0", "n_eval=4", "benchmark.eval_size=4",
+            "save_every=2", f"checkpoint_dir={models / 'ckpt_fsdp'}", "tracking.enabled=false", "quiet=true",
+            "distributed.strategy=fsdp", f"distributed.backend={backend}"]  # fmt: skip
+    return {"exit": check.command("fsdp", argv), "backend": backend, "command": " ".join(argv[1:])}
+
+
+def sampling_check(check: Check, tiny: Path) -> dict:
+    argv = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+            "tests/test_rollout_cache_on_cpu.py"]  # fmt: skip
+    code = check.command("gpu tests", argv, env={"PASSK_EXP_TEST_MODEL_DIR": str(tiny)})
+    # pytest's last line ("2 passed" / "2 skipped"): exit 0 alone would not tell a pass from a skip
+    outcome = [line for line in check.log.read_text().splitlines() if " in " in line and ("passed" in line or
+               "skipped" in line or "failed" in line)][-1:]  # fmt: skip
+    return {"exit": code, "pytest": outcome[0].strip("= ") if outcome else None, "tests": argv[-1]}
+
+
+def step_record(check: Check, title: str, overrides: list[str], json_path: Path, steps: int, warmup: int) -> dict:
+    argv = [sys.executable, "bench/step.py", "--steps", str(steps), "--warmup", str(warmup), "--json", str(json_path),
+            *overrides]  # fmt: skip
+    code = check.command(title, argv)
+    if code != 0:
+        return {"exit": code}
+    record = json.loads(json_path.read_text())
+    return {
+        "median_step_s": median(record["step_s"]),
+        "median_generate_s": median(record["generate_s"]),
+        "median_update_s": median(record["train_s"]),
+        "step_s": record["step_s"],
+        "peak_gpu_gb": record.get("peak_gpu_gb"),
+    }
+
+
+def cache_speed(check: Check, model: Path, device: str, tokens: int, steps: int, models: Path) -> dict:
+    # On the GPU: dynamic against static_compiled (static alone, uncompiled, did not pay on CPU; the budget is tight).
+    # On CPU: dynamic against static (static_compiled is CUDA only).
+    caches = ("dynamic", "static_compiled") if device == "cuda" else ("dynamic", "static")
+    precision = "bf16" if device == "cuda" else "fp32"
+    result: dict[str, Any] = {"tokens": tokens, "precision": precision}
+    for cache in caches:
+        overrides = ["experiment=trl_parity", *model_overrides(model), f"device={device}", f"precision={precision}",
+                     f"rollout.max_new_tokens={tokens}", f"rollout.cache={cache}",
+                     "train.skip_uninformative=false"]  # a random model's groups are all uninformative  # fmt: skip
+        # two warm-up steps: the compiled mode compiles (and may recompile for a longer prompt) in them
+        result[cache] = step_record(check, f"cache {cache}", overrides, models / f"cache_{cache}.json", steps, 2)
+    timed = {c: result[c]["median_step_s"] for c in caches if "median_step_s" in result[c]}
+    if "dynamic" in timed:
+        best = min(timed, key=timed.get)
+        turn_on = best if best != "dynamic" and timed[best] < PAYS * timed["dynamic"] else "dynamic"
+        result["turn_on"] = turn_on
+        result["verdict"] = (
+            f"rollout.cache={turn_on}" + ("" if turn_on == "dynamic" else f" ({timed[turn_on] / timed['dynamic']:.2f}x "
+                                          "dynamic's median step)")  # fmt: skip
+        )
+    return result
+
+
+def vs_trl(
+    check: Check, model: Path, device: str, tokens: int, steps: int, finetune: str, models: Path, cache: str
+) -> dict:
+    if importlib.util.find_spec("trl") is None:
+        return {"skipped": "trl is not importable (carry the wheels of bench/gpu_payload.sh)"}
+    markdown = models / f"vs_trl_{model.name}_{finetune}.md"
+    markdown.unlink(missing_ok=True)
+    argv = [sys.executable, "bench/vs_trl.py", "--device", device, "--model-dir", str(model), "--max-new-tokens",
+            str(tokens), "--finetune", finetune, "--precisions", "bf16" if device == "cuda" else "fp32",
+            "--steps", str(steps), "--warmup", "1", "--markdown", str(markdown), "--cache", cache]  # fmt: skip
+    code = check.command(f"vs_trl {model.name} {finetune}", argv)
+    return {"exit": code, "cache": cache, "markdown": markdown.read_text() if markdown.is_file() else None}
+
+
+def e2e_check(check: Check, tiny: Path, device: str, models: Path) -> dict:
+    argv = [sys.executable, "-m", "passk_exp", *model_overrides(tiny), f"device={device}", "steps=3", "eval_every=2",
+            "n_eval=8", "benchmark.eval_size=8", "save_every=2", f"checkpoint_dir={models / 'ckpt'}",
+            "tracking.enabled=false", "quiet=true"]  # fmt: skip
+    return {"exit": check.command("e2e", argv)}
 
 
 def check_logprobs(model_dir: Path, device: str) -> dict:
@@ -108,82 +240,90 @@ def check_logprobs(model_dir: Path, device: str) -> dict:
     return {"max_abs_dlogp": max_dlogp, "rel_grad_diff": rel_dgrad}
 
 
-def run(command: list[str], log: Path) -> tuple[int, float]:
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
-    return code, time.perf_counter() - started
-
-
-def model_overrides(model_dir: Path) -> list[str]:
-    return ["model=qwen2.5_0.5b", "model.source=local", f"model.path={model_dir}", f"model.name={model_dir.name}"]
+# --------------------------------------------------------------------------------------------------------- summary
+def summary(report: dict) -> str:
+    lines = [f"# gpu_check on {report['device']} ({report['date']}; torch {report['torch']}, transformers "
+             f"{report['transformers']}, trl {report['trl']}, peft {report['peft']})", ""]  # fmt: skip
+    for name in ("fsdp", "sampling", "e2e"):
+        lines.append(f"- {name}: {json.dumps(report.get(name))}")
+    speed = report.get("cache_speed", {})
+    lines += ["", "| rollout.cache | median step s | generate s | update s | peak GPU GiB |", "|---|---:|---:|---:|---:|"]
+    for cache in CACHES:
+        row = speed.get(cache)
+        if row and "median_step_s" in row:
+            gpu = f"{row['peak_gpu_gb']:.2f}" if row.get("peak_gpu_gb") is not None else "-"
+            lines.append(f"| {cache} | {row['median_step_s']:.3f} | {row['median_generate_s']:.3f} | "
+                         f"{row['median_update_s']:.3f} | {gpu} |")  # fmt: skip
+        elif row:
+            lines.append(f"| {cache} | failed: {json.dumps(row)} | | | |")
+    lines.append(f"\nverdict: {speed.get('verdict', 'none (dynamic did not run)')}")
+    for name in ("vs_trl_0.5b_full", "vs_trl_1.5b_full", "vs_trl_1.5b_lora"):
+        section = report.get(name, {})
+        lines += ["", f"## {name}", section.get("markdown") or json.dumps(section)]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", type=Path, help="a save_pretrained tokenizer directory (SmolLM2's)")
     parser.add_argument("--out", type=Path, default=Path("gpu_check"))
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--budget-s", type=float, default=450.0, help="stop starting sections after this many seconds")
     parser.add_argument("--export-tokenizer", type=Path, help="write the embedded model's tokenizer here and stop")
-    parser.add_argument("--device", default="cuda", help="cpu only to rehearse this script where there is no GPU")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu only to rehearse this script")
     args = parser.parse_args()
     if args.export_tokenizer:
         export_tokenizer(args.export_tokenizer)
         return
+    if args.tokenizer is None or not (args.tokenizer / "tokenizer_config.json").is_file():
+        parser.error(f"--tokenizer={args.tokenizer} is not a save_pretrained tokenizer directory (--export-tokenizer)")
+
+    import datetime
+    from importlib.metadata import PackageNotFoundError, version
 
     import torch
-    import transformers
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device visible (torch.cuda.is_available() is False)")
     args.out.mkdir(parents=True, exist_ok=True)
     models = Path(os.environ.get("TMPDIR", "/tmp")) / "passk_gpu_models"
+    models.mkdir(parents=True, exist_ok=True)
     report: dict = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "bf16": torch.cuda.is_bf16_supported() if device == "cuda" else None,
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (rehearsal: figures mean nothing)",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+        **{name: installed(name) for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets")},
+        "cuda": torch.version.cuda,
+        "vllm_importable": importlib.util.find_spec("vllm") is not None,
     }
     print(f"# {report}", flush=True)
-    report["estimators"] = check_estimators(device)
-    print(f"estimators: {report['estimators']}", flush=True)
+    check = Check(args.out, args.budget_s, report)
+    gpu = device == "cuda"
+    tokens, steps = (128, 3) if gpu else (8, 2)
+    half_shape, big_shape = (HALF_B_SHAPE, ONE_HALF_B_SHAPE) if gpu else (TINY_SHAPE, TINY_SHAPE)
 
-    tiny = build_random_model(args.tokenizer, TINY_SHAPE, models / "tiny_random")
-    half_shape = HALF_B_SHAPE if device == "cuda" else TINY_SHAPE  # a CPU rehearsal keeps to the tiny shape
-    half = build_random_model(args.tokenizer, half_shape, models / "llama_0.5b_random")
-    report["logprobs_tiny"] = check_logprobs(tiny, device)
-    report["logprobs_0.5b"] = check_logprobs(half, device)
-    print(f"logprobs parity: tiny {report['logprobs_tiny']}, 0.5B-shaped {report['logprobs_0.5b']}", flush=True)
-
-    e2e = [sys.executable, "-m", "passk_exp", *model_overrides(tiny), f"device={device}", "steps=3", "eval_every=2",
-           "n_eval=8", "benchmark.eval_size=8", "save_every=2", f"checkpoint_dir={models / 'ckpt'}",
-           "tracking.enabled=false", "quiet=true"]  # fmt: skip
-    code, seconds = run(e2e, args.out / "e2e.log")
-    report["e2e"] = {"exit": code, "seconds": round(seconds, 1)}
-    print(f"harness e2e on CUDA: exit {code} in {seconds:.1f} s (log: e2e.log)", flush=True)
-
-    rows = []
-    for precision in ("bf16", "fp32"):
-        for shared in ("true", "false"):
-            name = f"step_{precision}_shared-{shared}.json"
-            command = [sys.executable, "bench/step.py", "--steps", str(args.steps), "--warmup", "1", "--json", str(args.out / name),
-                       "experiment=trl_parity", *model_overrides(half), f"device={device}", f"precision={precision}",
-                       f"train.shared_prefix={shared}"]  # fmt: skip
-            code, _ = run(command, models / name.replace(".json", ".log"))
-            if code == 0:
-                record = json.loads((args.out / name).read_text())
-                median = lambda key: sorted(record[key])[len(record[key]) // 2]  # noqa: E731
-                rows.append(f"| {precision} | {shared} | {median('step_s'):.3f} | {median('generate_s'):.3f} | "
-                            f"{median('train_s'):.3f} |")  # fmt: skip
-            else:
-                rows.append(f"| {precision} | {shared} | failed (exit {code}) | | |")
-                print((models / name.replace(".json", ".log")).read_text()[-3000:], flush=True)
-    report["vllm_importable"] = importlib.util.find_spec("vllm") is not None
+    tiny = build_random_model(args.tokenizer, TINY_SHAPE, models / "tiny_random", device)
+    check.section("fsdp", 40, lambda: fsdp_check(check, tiny, device, models))
+    check.section("sampling", 60, lambda: sampling_check(check, tiny))
+    half = build_random_model(args.tokenizer, half_shape, models / "qwen0.5b_shaped_random", device)
+    check.section("cache_speed", 120, lambda: cache_speed(check, half, device, tokens, steps, models))
+    # passk-exp runs the rollout.cache the speed section found fastest (dynamic, the default, if none paid)
+    cache = report["cache_speed"].get("turn_on", "dynamic")
+    check.section("vs_trl_0.5b_full", 90, lambda: vs_trl(check, half, device, tokens, steps, "full", models, cache))
+    big = build_random_model(args.tokenizer, big_shape, models / "qwen1.5b_shaped_random", device)
+    check.section("vs_trl_1.5b_full", 100, lambda: vs_trl(check, big, device, tokens, steps, "full", models, cache))
+    check.section("vs_trl_1.5b_lora", 100, lambda: vs_trl(check, big, device, tokens, steps, "lora", models, cache))
+    check.section("e2e", 30, lambda: e2e_check(check, tiny, device, models))
+    check.section("logprobs", 20, lambda: {"tiny": check_logprobs(tiny, device), "0.5b": check_logprobs(half, device)})
+    report["total_s"] = round(time.perf_counter() - check.started, 1)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
-    print("\n| precision | shared prefix | median step s | generate s | update s |\n|---|---|---|---|---|")
-    print("\n".join(rows))
-    print(f"vllm importable: {report['vllm_importable']}")
+    (args.out / "summary.md").write_text(summary(report))
+    print(summary(report), flush=True)
 
 
 if __name__ == "__main__":

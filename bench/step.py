@@ -2,7 +2,8 @@
 
 Builds the same Trainer `python -m passk_exp` builds (same config, same code path), then runs `train_step` N times on
 the benchmark's train stream with tracking, evaluation and checkpoints out of the way, and writes JSON with one value
-per step for `step_s`, `generate_s`, `train_s` (update) and `score_s`, plus `peak_rss_gb` and the resolved precision.
+per step for `step_s`, `generate_s`, `train_s` (update) and `score_s`, plus `peak_rss_gb`, `peak_gpu_gb` (CUDA's
+`max_memory_allocated`, null without a GPU) and the resolved precision.
 `experiment=trl_parity` selects the job bench/vs_trl.py compares with TRL's GRPOTrainer.
 """
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         threads=torch.get_num_threads(),
         overrides=list(args.overrides),
         peak_rss_gb=peak_rss_gb(),
+        peak_gpu_gb=torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
         median_step_s=statistics.median(record["step_s"]),
     )
     print(

@@ -12,9 +12,17 @@ scoring and one update: passk-exp's `Trainer.train_step` timed by bench/step.py,
 on_step_end (the trainer loop fetches the prompt batch just before on_step_begin; that fetch is not timed, and is
 microseconds here). The first `--warmup` steps of each side are dropped and the median of the rest is reported.
 
+On a GPU (`--device cuda`, issue 17) the same job runs with `--model-dir DIR` (a save_pretrained directory, e.g. a
+random Qwen2.5-shaped model that bench/gpu_check.py builds), `--max-new-tokens 128` and optionally `--finetune lora`
+(conf/finetune/lora.yaml's adapter on both sides: TRL through a peft LoraConfig with the same r, alpha, dropout and
+target modules). Both sides then generate with transformers on the GPU (TRL: HF `generate`, no vLLM; passk-exp: its
+`rollout=hf` backend with the `rollout.cache` named by `--cache`), and the table adds each side's peak GPU memory
+(`torch.cuda.max_memory_allocated`, in the child that ran it).
+
 TRL comes from the `bench` extra (`pip install -e .[bench]`); passk-exp never imports it.
 
 Usage: python bench/vs_trl.py --steps 4 --precisions bf16 fp32 [--threads 2] [--markdown bench/RESULTS.md]
+       python bench/vs_trl.py --device cuda --model-dir DIR --max-new-tokens 128 --precisions bf16 [--finetune lora]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +48,50 @@ sys.path.insert(0, str(REPO))
 PRECISIONS = ("bf16", "fp32")
 SEED = 0  # the harness default (conf/config.yaml); fixes the prompt stream of both sides
 PROMPTS, GENERATIONS, MAX_NEW_TOKENS, LR = 8, 8, 32, 1e-6  # mirror conf/experiment/trl_parity.yaml
+
+
+@dataclass(frozen=True)
+class Job:
+    """What varies between the CPU job (SmolLM2-135M, 32 tokens) and the GPU jobs of issue 17."""
+
+    device: str = "cpu"
+    model_dir: Path | None = None  # None: the harness's own SmolLM2-135M directory
+    max_new_tokens: int = MAX_NEW_TOKENS
+    finetune: str = "full"
+    cache: str = "dynamic"  # passk-exp's rollout.cache
+
+    def args(self) -> list[str]:
+        model = ["--model-dir", str(self.model_dir)] if self.model_dir else []
+        return ["--device", self.device, *model, "--max-new-tokens", str(self.max_new_tokens),
+                "--finetune", self.finetune, "--cache", self.cache]  # fmt: skip
+
+    def passk_overrides(self) -> list[str]:
+        out = [f"device={self.device}", f"rollout.max_new_tokens={self.max_new_tokens}", f"rollout.cache={self.cache}"]
+        if self.model_dir:
+            out += ["model=qwen2.5_0.5b", "model.source=local", f"model.path={self.model_dir}",
+                    f"model.name={self.model_dir.name}"]  # fmt: skip
+        if self.model_dir:
+            # A random model earns no reward, so every group is uninformative: passk-exp would skip the whole update
+            # (train.skip_uninformative) while TRL still runs it. Both sides do the full update instead.
+            out.append("train.skip_uninformative=false")
+        if self.finetune == "lora":
+            out.append("finetune=lora")
+        return out
+
+
+def lora_settings() -> dict:
+    """conf/finetune/lora.yaml, the one source of the adapter both sides get."""
+    from omegaconf import OmegaConf
+
+    from passk_exp.paths import conf_dir
+
+    return OmegaConf.to_container(OmegaConf.load(conf_dir() / "finetune" / "lora.yaml"), resolve=True)
+
+
+def peak_gpu_gb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None
 
 
 def peak_rss_gb() -> float:
@@ -65,7 +118,9 @@ def harness_benchmark() -> Any:
 
 
 # --------------------------------------------------------------------------------------------------- TRL child
-def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path, matched_checkpointing: bool) -> None:
+def run_trl(
+    steps: int, warmup: int, precision: str, threads: int, out: Path, matched_checkpointing: bool, job: Job = Job()
+) -> None:
     """Train TRL's GRPOTrainer for warmup + steps optimizer steps and write the per-step times to `out`."""
     import torch
     from datasets import Dataset
@@ -113,7 +168,7 @@ def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path, ma
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as output_dir:
         config = GRPOConfig(
             output_dir=output_dir,
-            use_cpu=True,
+            use_cpu=job.device == "cpu",
             bf16=precision == "bf16",  # autocast over fp32 master weights, as the harness does
             seed=SEED,
             max_steps=warmup + steps,
@@ -123,7 +178,7 @@ def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path, ma
             num_generations=GENERATIONS,
             gradient_accumulation_steps=1,
             num_iterations=1,
-            max_completion_length=MAX_NEW_TOKENS,
+            max_completion_length=job.max_new_tokens,
             temperature=1.0,
             top_p=1.0,
             beta=0.0,
@@ -139,8 +194,17 @@ def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path, ma
             disable_tqdm=True,
         )
         # Loaded here rather than by path: the converted config carries no `architectures`, which TRL's loader needs.
-        model_dir = harness_model_dir()
+        model_dir = job.model_dir or harness_model_dir()
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        peft_config = None
+        if job.finetune == "lora":
+            from peft import LoraConfig
+
+            lora = lora_settings()
+            peft_config = LoraConfig(
+                r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM",
+            )  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left", truncation_side="left")
         timer = StepTimer()
         trainer = TimedGRPOTrainer(
@@ -150,6 +214,7 @@ def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path, ma
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=[timer],
+            peft_config=peft_config,
         )
         trainer.train()
     if len(timer.step_s) != warmup + steps:
@@ -162,6 +227,7 @@ def run_trl(steps: int, warmup: int, precision: str, threads: int, out: Path, ma
         "precision": precision,
         "threads": torch.get_num_threads(),
         "peak_rss_gb": peak_rss_gb(),
+        "peak_gpu_gb": peak_gpu_gb(),
     }
     out.write_text(json.dumps(record, indent=2))
 
@@ -181,18 +247,21 @@ def run_child(command: list[str], threads: int, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def measure(precision: str, steps: int, warmup: int, threads: int, workdir: Path, trl_defaults: bool) -> dict[str, dict]:
+def measure(
+    precision: str, steps: int, warmup: int, threads: int, workdir: Path, trl_defaults: bool, job: Job = Job()
+) -> dict[str, dict]:
     """Run TRL, then passk-exp, each in its own process; returns their JSON records."""
     trl_json, ours_json = workdir / f"trl_{precision}.json", workdir / f"passk_{precision}.json"
     trl = run_child(
         [sys.executable, __file__, "--side", "trl", "--precision", precision, "--steps", str(steps),
          "--warmup", str(warmup), "--threads", str(threads), "--json", str(trl_json),
-         *(["--trl-defaults"] if trl_defaults else [])],
+         *(["--trl-defaults"] if trl_defaults else []), *job.args()],
         threads, trl_json,
     )  # fmt: skip
     ours = run_child(
         [sys.executable, str(REPO / "bench" / "step.py"), "--steps", str(steps), "--warmup", str(warmup),
-         "--threads", str(threads), "--json", str(ours_json), "experiment=trl_parity", f"precision={precision}"],
+         "--threads", str(threads), "--json", str(ours_json), "experiment=trl_parity", f"precision={precision}",
+         *job.passk_overrides()],
         threads, ours_json,
     )  # fmt: skip
     return {"trl": trl, "passk": ours}
@@ -219,10 +288,13 @@ def git_revision() -> str:
 def header(steps: int, warmup: int, threads: int) -> str:
     from importlib.metadata import version
 
-    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "trl", "accelerate"))
+    import torch
+
+    versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "transformers", "trl", "accelerate", "peft"))
+    gpu = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), " if torch.cuda.is_available() else ""
     return (
         f"`python bench/vs_trl.py {' '.join(sys.argv[1:])}` (passk-exp {git_revision()}).\n"
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Machine: {gpu}{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"load average {os.getloadavg()[0]:.1f} at the end; {datetime.date.today().isoformat()}; {versions}, "
         f"Python {platform.python_version()}; {threads} torch threads on both sides; median of {steps} steps after "
         f"{warmup} warm-up step(s); TRL gradient checkpointing "
@@ -231,17 +303,22 @@ def header(steps: int, warmup: int, threads: int) -> str:
 
 
 def table(results: dict[str, dict[str, dict]]) -> str:
+    gpu = any(side.get("peak_gpu_gb") is not None for sides in results.values() for side in sides.values())
+    extra = " TRL peak GPU GiB | passk-exp peak GPU GiB |" if gpu else ""
     rows = [
         "| precision | TRL median step s | passk-exp median step s | speed-up "
-        "| TRL peak RSS GB | passk-exp peak RSS GB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| TRL peak RSS GB | passk-exp peak RSS GB |" + extra,
+        "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if gpu else ""),
     ]
     for precision, sides in results.items():
         trl, ours = statistics.median(sides["trl"]["step_s"]), statistics.median(sides["passk"]["step_s"])
-        rows.append(
+        row = (
             f"| {precision} | {trl:.2f} | {ours:.2f} | {trl / ours:.2f}x | "
             f"{sides['trl']['peak_rss_gb']:.2f} | {sides['passk']['peak_rss_gb']:.2f} |"
         )
+        if gpu:
+            row += f" {sides['trl']['peak_gpu_gb']:.2f} | {sides['passk']['peak_gpu_gb']:.2f} |"
+        rows.append(row)
     return "\n".join(rows)
 
 
@@ -275,22 +352,34 @@ def main(argv: list[str] | None = None) -> None:
         help="leave TRL's own default of gradient checkpointing on (as GRPOConfig ships it) instead of matching the "
         "harness, which runs without it",
     )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--model-dir", type=Path, default=None, help="save_pretrained model dir (default: SmolLM2)")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    parser.add_argument("--finetune", choices=["full", "lora"], default="full")
+    parser.add_argument("--cache", choices=["dynamic", "static", "static_compiled"], default="dynamic",
+                        help="passk-exp's rollout.cache (TRL keeps its own generate settings)")  # fmt: skip
     parser.add_argument("--side", choices=["trl"], default=None, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
+    if args.max_new_tokens < 1:
+        parser.error(f"--max-new-tokens={args.max_new_tokens} must be >= 1")
+    if args.model_dir is not None and not (args.model_dir / "config.json").is_file():
+        parser.error(f"--model-dir={args.model_dir} holds no config.json (a save_pretrained directory is needed)")
+    job = Job(args.device, args.model_dir, args.max_new_tokens, args.finetune, args.cache)
 
     if args.side == "trl":
-        run_trl(args.steps, args.warmup, args.precision, args.threads, args.json, not args.trl_defaults)
+        run_trl(args.steps, args.warmup, args.precision, args.threads, args.json, not args.trl_defaults, job)
         return
 
     os.environ["HF_HUB_OFFLINE"] = "1"
-    harness_model_dir()  # build the one-off GGUF conversion here, outside either side's timing and peak RSS
+    if job.model_dir is None:
+        harness_model_dir()  # build the one-off GGUF conversion here, outside either side's timing and peak RSS
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as workdir:
         results = {
-            p: measure(p, args.steps, args.warmup, args.threads, Path(workdir), args.trl_defaults)
+            p: measure(p, args.steps, args.warmup, args.threads, Path(workdir), args.trl_defaults, job)
             for p in args.precisions
         }
     report = "\n\n".join([header(args.steps, args.warmup, args.threads), table(results), phase_note(results)])

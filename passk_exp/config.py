@@ -23,9 +23,12 @@ TRAIN_ATTENTION = ("auto", "eager", "sdpa")  # auto: eager on CPU (faster backwa
 SCHEDULE_KEYS = {"fixed": set(), "anneal": {"milestones"}, "adaptive": {"k_min", "k_max", "p_target", "decay"}}
 REGULARIZER_KEYS = {"none": set(), "entropy": {"lam"}, "kl": {"beta"}}
 ROLLOUT_KEYS = {
-    "hf": {"max_new_tokens", "temperature", "top_p", "batch_size"},
-    "vllm": {"max_new_tokens", "temperature", "top_p", "batch_size", "gpu_memory_utilization"},
+    "hf": {"max_new_tokens", "temperature", "top_p", "batch_size", "cache"},
+    "vllm": {"max_new_tokens", "temperature", "top_p", "gpu_memory_utilization", "max_model_len", "sleep", "is_cap"},
 }
+# rollout.cache of the hf backend: transformers' growing KV cache, a preallocated static one, or a static one with the
+# decoding step compiled (torch.compile "reduce-overhead": CUDA graphs; CUDA only).
+HF_CACHES = ("dynamic", "static", "static_compiled")
 
 
 class ConfigError(ValueError):
@@ -308,7 +311,30 @@ def _validate_rollout(cfg: DictConfig) -> None:
         f"rollout.top_p={rollout['top_p']} < 1 cannot train (the update's log-probs ignore the nucleus); "
         "set rollout.top_p=1, or steps=0 to only evaluate",
     )
-    _check(rollout["batch_size"] >= 1, f"rollout.batch_size={rollout['batch_size']} must be >= 1")
+    if backend == "hf":
+        _check(rollout["batch_size"] >= 1, f"rollout.batch_size={rollout['batch_size']} must be >= 1")
+        cache = rollout.get("cache", "dynamic")
+        _check(cache in HF_CACHES, f"rollout.cache={cache!r} is not one of {list(HF_CACHES)}")
+        _check(
+            cache != "static_compiled" or cfg.device != "cpu",
+            "rollout.cache=static_compiled compiles CUDA graphs and needs device=cuda; use rollout.cache=static on CPU",
+        )
+    if backend == "vllm":
+        _check(
+            0 < rollout["gpu_memory_utilization"] <= 1,
+            f"rollout.gpu_memory_utilization={rollout['gpu_memory_utilization']} must be in (0, 1]",
+        )
+        max_len = rollout.get("max_model_len")
+        _check(
+            max_len is None or max_len > rollout["max_new_tokens"],
+            f"rollout.max_model_len={max_len} must exceed rollout.max_new_tokens={rollout['max_new_tokens']} "
+            "(prompt + completion), or be null for the model's own limit",
+        )
+        cap = rollout.get("is_cap")
+        _check(
+            cap is None or (isinstance(cap, (int, float)) and 0 < cap < math.inf),
+            f"rollout.is_cap={cap} must be a positive number, or null to turn the importance correction off",
+        )
 
 
 def validate_config(cfg: DictConfig) -> PasskSchema:

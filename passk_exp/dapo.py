@@ -51,12 +51,15 @@ def replace_groups(batch: RolloutBatch, index: Tensor, new: RolloutBatch) -> Rol
         prompts(batch.prompt_ids), prompts(batch.prompt_mask),
         completions(batch.completion_ids), completions(batch.completion_mask), [list(t) for t in batch.texts],
         batch.truncated.clone(),
+        completions(batch.sampler_logprobs) if batch.sampler_logprobs is not None else None,
     )
     out.prompt_ids[index] = prompts(new.prompt_ids).to(out.prompt_ids.dtype)
     out.prompt_mask[index] = prompts(new.prompt_mask).to(out.prompt_mask.dtype)
     out.completion_ids[index] = completions(new.completion_ids).to(out.completion_ids.dtype)
     out.completion_mask[index] = completions(new.completion_mask).to(out.completion_mask.dtype)
     out.truncated[index] = new.truncated.to(out.truncated.dtype)
+    if out.sampler_logprobs is not None and new.sampler_logprobs is not None:  # an engine's log-probs (vLLM)
+        out.sampler_logprobs[index] = completions(new.sampler_logprobs).to(out.sampler_logprobs.dtype)
     for row, texts in zip(index.tolist(), new.texts):
         out.texts[row] = list(texts)
     return out

@@ -57,11 +57,14 @@ def policy_gradient_loss(
     ref_logprobs: Tensor | None = None,
     kl_beta: float = 0.0,
     clip_eps_high: float | None = None,
+    token_weights: Tensor | None = None,
 ) -> LossParts:
     """logprobs, old_logprobs, mask, ref_logprobs: [G, n, C]; advantages: [G, n] -> the micro-batch's share of the loss.
 
     Clipped surrogate per token: −min(ρ·A, clip(ρ, 1−ε, 1+ε_high)·A), ρ = exp(log π − log π_old), plus β·k3 KL to
-    π_ref; ε_high = ε unless clip_eps_high is given (DAPO's clip-higher, arXiv 2503.14476 §3.1).
+    π_ref; ε_high = ε unless clip_eps_high is given (DAPO's clip-higher, arXiv 2503.14476 §3.1). `token_weights`
+    [G, n, C] (truncated importance weights for an engine's sampler, importance.py) multiply the surrogate only, as in
+    TRL: the KL term is an expectation under the policy's own samples either way.
     """
     mask = mask.to(logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)
@@ -70,6 +73,8 @@ def policy_gradient_loss(
     high = clip_eps if clip_eps_high is None else clip_eps_high
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high) * adv
     per_token = -torch.minimum(unclipped, clipped)
+    if token_weights is not None:
+        per_token = per_token * token_weights.to(per_token.dtype)
     kl_mean = None
     if ref_logprobs is not None:
         kl = k3_kl(logprobs, ref_logprobs)

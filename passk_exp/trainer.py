@@ -33,6 +33,7 @@ from passk_exp.distributed import Distributed
 from passk_exp.eval_records import records_parquet
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
 from passk_exp.finetune import apply_finetune
+from passk_exp.importance import ImportanceCorrection
 from passk_exp.k_control import KController
 from passk_exp.logprobs import supports_shared_prefix, training_attention
 from passk_exp.loss import policy_gradient_loss
@@ -123,7 +124,8 @@ class Trainer:
             for frozen in (self.model, self.ref_model):
                 if frozen is not None:
                     store_frozen_linears_in_bf16(frozen)
-        self.backend = make_backend(self.config_dict["rollout"], self.model, self.tokenizer, self.precision)
+        self.backend = make_backend(self.config_dict["rollout"], self.model, self.tokenizer, self.precision, cfg.seed)
+        self.importance = ImportanceCorrection(self.config_dict["rollout"].get("is_cap"))  # vLLM's sampler mismatch
         self.sampling = SamplingParams(
             max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p
         )
@@ -426,6 +428,7 @@ class Trainer:
         loss_masks = self._loss_masks(batch)
         old_logprobs: dict[int, torch.Tensor] = {}
         ref_logprobs: dict[int, torch.Tensor] = {}
+        is_weights: dict[int, torch.Tensor | None] = {}
         totals = {"loss": 0.0, "clip": 0.0, "kl": 0.0, "entropy": 0.0, "entropy_tokens": 0.0, "grad_norm": 0.0}
         device = self.device
         for inner in range(cfg.inner_updates):
@@ -444,6 +447,7 @@ class Trainer:
                 logprobs = stats.logprobs.float()
                 if inner == 0:
                     old_logprobs[index] = logprobs.detach()
+                    is_weights[index] = self.importance.weights(old_logprobs[index], sub.sampler_logprobs, mask)
                     if stats.entropy is not None:
                         totals["entropy"] += float((stats.entropy.float() * mask).sum())
                         totals["entropy_tokens"] += float(mask.sum())
@@ -458,6 +462,7 @@ class Trainer:
                     denominator=denominator,
                     ref_logprobs=ref_logprobs.get(index),
                     kl_beta=float(self.cfg.regularizer.get("beta", 0.0)),
+                    token_weights=is_weights[index],
                 )
                 parts.loss.backward()
                 loss_sum += float(parts.loss.detach())
@@ -478,6 +483,7 @@ class Trainer:
             "train/grad_norm": totals["grad_norm"],
             "train/clip_fraction": totals["clip"],
             "train/trained_groups": self.dist.sum(float(len(groups))),
+            **self.importance.metrics(),
         }
         if not micro_batches:
             # Nothing trained this step: measure the policy's entropy on a few groups anyway, so the metric is

@@ -28,8 +28,8 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PASSK_EXP_THREADS": "1"}
 
 
-def _torchrun(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+def _torchrun(args: list[str], processes: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *args]
 
 
 def _run(command: list[str], cwd: Path, timeout: float = 420) -> subprocess.CompletedProcess:
@@ -42,6 +42,7 @@ def _run(command: list[str], cwd: Path, timeout: float = 420) -> subprocess.Comp
 def test_one_process_starts_no_process_group_and_every_hook_is_the_identity():
     assert launch_from_env({}) is None
     assert launch_from_env({"RANK": "0", "WORLD_SIZE": "1"}) is None
+    assert launch_from_env({"RANK": "0", "WORLD_SIZE": "1"}, keep_single=True) == Launch(0, 1, 0)
     dist = Distributed()
     rewards = torch.rand(4, 3)
     mask = torch.randint(0, 2, (4, 3, 5))
@@ -255,6 +256,19 @@ def test_torchrun_job_is_one_finished_mlflow_run_that_resumes_after_a_kill(tmp_p
     bench = load_benchmark(**OmegaConf.to_container(compose(overrides).benchmark, resolve=True))
     assert records.column("problem_id").to_pylist() == [str(p.id) for p in bench.problems("test")]
     assert records.column("n").to_pylist() == [4, 4, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_explicit_fsdp_run_under_torchrun_shards_over_a_mesh_of_one(tmp_path, mlflow_client):
+    """bench/gpu_check.py's FSDP2 check on a 1-GPU machine: torchrun with one process and distributed.strategy=fsdp
+    forms a process group of one and trains through fully_shard (here with gloo on CPU)."""
+    overrides = tiny_overrides(tmp_path, steps=2, precision="fp32", device="cpu", **{"distributed.strategy": "fsdp"})
+    _run(_torchrun(["-m", "passk_exp", *overrides], processes=1), cwd=tmp_path)
+    run = _only_run(mlflow_client)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["world_size"] == "1"
+    assert run.data.params["distributed.resolved_strategy"] == "fsdp"
 
 
 def _only_run(client):

@@ -69,7 +69,7 @@ class Distributed:
         CUDA each rank takes the GPU of its local rank (or the one GPU SLURM left it)."""
         settings = cfg.get("distributed") or {}
         strategy = str(settings.get("strategy", "auto"))
-        launch = launch_from_env()
+        launch = launch_from_env(keep_single=strategy == "fsdp")  # an explicit FSDP2 mesh may have one device
         if launch is None:
             return cls(None, strategy, device)
         prompts = int(cfg.train.prompts_per_step)
@@ -101,7 +101,8 @@ class Distributed:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """A process group exists (several processes, or one under a launcher with distributed.strategy=fsdp)."""
+        return self.strategy != "none"
 
     @property
     def is_main(self) -> bool:
@@ -259,6 +260,7 @@ class Distributed:
             torch.zeros_like(first.completion_mask),
             [[""] * batch.n],
             torch.zeros_like(first.truncated),
+            torch.zeros_like(first.sampler_logprobs) if first.sampler_logprobs is not None else None,
         )
         batch = concat_batches([batch, padding])
         adv = torch.cat([adv, adv.new_zeros(1, adv.shape[1])])

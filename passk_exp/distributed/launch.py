@@ -23,9 +23,10 @@ class Launch:
     local_rank: int
 
 
-def launch_from_env(env: dict[str, str] | None = None) -> Launch | None:
-    """The process's place from torchrun's or srun's environment, or None for one process. Under srun it also sets
-    MASTER_ADDR / MASTER_PORT when the job did not (torch.distributed's env:// rendezvous reads them)."""
+def launch_from_env(env: dict[str, str] | None = None, keep_single: bool = False) -> Launch | None:
+    """The process's place from torchrun's or srun's environment, or None for one process (unless `keep_single`: a
+    launcher's world of one still forms a process group, e.g. an explicit FSDP2 mesh of one GPU). Under srun it also
+    sets MASTER_ADDR / MASTER_PORT when the job did not (torch.distributed's env:// rendezvous reads them)."""
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:  # torchrun (or anything that sets its variables)
         launch = Launch(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
@@ -38,7 +39,7 @@ def launch_from_env(env: dict[str, str] | None = None) -> Launch | None:
         env.setdefault("LOCAL_RANK", str(launch.local_rank))
     else:
         return None
-    return launch if launch.world_size > 1 else None
+    return launch if launch.world_size > 1 or keep_single else None
 
 
 def _first_host(nodelist: str) -> str:

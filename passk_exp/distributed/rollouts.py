@@ -92,9 +92,21 @@ def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
         torch.cat([_pad(b.completion_mask, 2, completion_width, False) for b in batches]),
         [group for b in batches for group in b.texts],
         torch.cat([b.truncated for b in batches]),
+        _concat_sampler_logprobs(batches, completion_width),
     )
 
 
+def _concat_sampler_logprobs(batches: Sequence[RolloutBatch], width: int) -> torch.Tensor | None:
+    """The engines' per-token log-probs (vLLM; importance correction) joined like the completions; a batch without
+    them (a rank with no prompt) contributes zeros under its all-zero mask. None when no engine reported any."""
+    if all(b.sampler_logprobs is None for b in batches):
+        return None
+    zeros = [torch.zeros(b.completion_ids.shape, dtype=torch.float32) for b in batches]
+    parts = [b.sampler_logprobs if b.sampler_logprobs is not None else zero for b, zero in zip(batches, zeros)]
+    return torch.cat([_pad(part, 2, width, False) for part in parts])
+
+
 def to_cpu(batch: RolloutBatch) -> RolloutBatch:
+    sampler = batch.sampler_logprobs.cpu() if batch.sampler_logprobs is not None else None
     return RolloutBatch(*(t.cpu() for t in (batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
-                                            batch.completion_mask)), batch.texts, batch.truncated.cpu())
+                                            batch.completion_mask)), batch.texts, batch.truncated.cpu(), sampler)

@@ -28,6 +28,9 @@ class RolloutBatch:
     completion_mask: Tensor  # [G, n, C] 1 up to and including the first EOS
     texts: list[list[str]]  # [G][n] decoded completions, special tokens removed
     truncated: Tensor  # [G, n] bool: the sample was cut at max_new_tokens without an EOS (see `truncated_samples`)
+    # [G, n, C] float32 log-prob of each completion token under the distribution the sampler drew it from, where the
+    # sampler is not the policy module itself (vLLM); None when it is (HF). Feeds the truncated importance weights.
+    sampler_logprobs: Tensor | None = None
 
     @property
     def groups(self) -> int:
@@ -50,6 +53,7 @@ class RolloutBatch:
             self.completion_mask[index],
             [self.texts[i] for i in index.tolist()],
             self.truncated[index],
+            None if self.sampler_logprobs is None else self.sampler_logprobs[index],
         )
 
 

@@ -2,6 +2,13 @@
 
 It samples from the policy module itself (no weight copy), in the run's precision, in chunks of `batch_size`
 completions so memory stays bounded, and stops each chunk as soon as every sequence has produced an EOS.
+
+`cache` picks transformers' KV cache: `dynamic` (the default: grows by one token per step), `static` (preallocated
+for prompt + max_new_tokens, the same shapes at every step) or `static_compiled` (static, and transformers compiles
+the decoding step with torch.compile's "reduce-overhead" mode, i.e. CUDA graphs; CUDA only). Every mode draws with the
+same `InverseCdfSampler` from the same softmax(logits / T): only how the logits are computed changes, not the
+distribution the trainer's log-probs assume. `static_compiled` stays off by default until bench/gpu_check.py has
+measured on a GPU that it pays (compilation takes seconds per new shape; see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -9,8 +16,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import CompileConfig, GenerationConfig, LogitsProcessorList
 
+from passk_exp.config import HF_CACHES
 from passk_exp.precision import autocast
 from passk_exp.rollout.base import (
     RolloutBatch,
@@ -33,12 +41,33 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def cache_options(cache: str) -> dict:
+    """GenerationConfig fields for a `rollout.cache` mode. transformers compiles the decoding step by itself whenever
+    the cache is static and the model is on CUDA, so `static` turns that off explicitly and `static_compiled` asks for
+    it with CUDA graphs ("reduce-overhead"; graph breaks allowed, so an unsupported op falls back instead of failing)."""
+    if cache == "dynamic":
+        return {}
+    if cache == "static":
+        return {"cache_implementation": "static", "disable_compile": True}
+    if cache == "static_compiled":
+        return {"cache_implementation": "static", "compile_config": CompileConfig(fullgraph=False, mode="reduce-overhead")}
+    raise ValueError(f"rollout.cache={cache!r} is not one of {list(HF_CACHES)}")
+
+
 class HFRollout:
-    def __init__(self, model, tokenizer, *, precision: str, batch_size: int = 64) -> None:
+    def __init__(self, model, tokenizer, *, precision: str, batch_size: int = 64, cache: str = "dynamic") -> None:
+        if cache not in HF_CACHES:
+            raise ValueError(f"rollout.cache={cache!r} is not one of {list(HF_CACHES)}")
+        device = next(model.parameters()).device
+        if cache == "static_compiled" and device.type != "cuda":
+            raise ValueError(
+                f"rollout.cache=static_compiled needs the policy on CUDA, not {device.type}; use rollout.cache=static"
+            )
         self.model = model
         self.tokenizer = tokenizer
         self.precision = precision
         self.batch_size = batch_size
+        self.cache = cache
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
@@ -60,6 +89,7 @@ class HFRollout:
             max_new_tokens=sampling.max_new_tokens,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids,
+            **cache_options(self.cache),
         )
         sampler = LogitsProcessorList([InverseCdfSampler(sampling.temperature, sampling.top_p)])
         was_training = self.model.training
