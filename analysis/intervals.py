@@ -99,7 +99,8 @@ def arm_statistics(
     have = [records.get(run_id) is not None for run_id in frame["run_id"]]
     groups = list(frame.groupby(arms, sort=True, dropna=False))
     base = pd.DataFrame([dict(zip(arms, key if isinstance(key, tuple) else (key,))) for key, _ in groups])
-    base["seeds"] = [rows["seed"].nunique() for _, rows in groups]
+    unit = "replicate" if "replicate" in runs.frame else "seed"  # seeds × other draws (load.replicate_labels)
+    base["seeds"] = [rows[unit].nunique() for _, rows in groups]
     base["eval_overlap"] = [_overlap_text(rows) for _, rows in groups]
     if all(have):
         return _bootstrap_stats(runs, groups, base, records, enough_resamples(resamples, len(groups), len(runs.ks)),

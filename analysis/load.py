@@ -169,6 +169,7 @@ def tidy(frame: pd.DataFrame, statuses: tuple[str, ...] | None = ("FINISHED",)) 
     out[OVERLAP_PARAM] = overlap.astype(int).to_numpy()
     ks = {k: f"eval/pass_at_{k}" for k in ks}
     times = {name: _column(frame, name).to_numpy() for name in ("end_time", "start_time")}
+    out["replicate"] = replicate_labels(frame, out["seed"])
     out, duplicates = drop_duplicate_seeds(out, params, times)
     if duplicates:
         reason = "an older run of the same config and seed (only the latest FINISHED one counts)"
@@ -178,11 +179,23 @@ def tidy(frame: pd.DataFrame, statuses: tuple[str, ...] | None = ("FINISHED",)) 
     return Runs(out, ks, skipped, params)
 
 
+def replicate_labels(frame: pd.DataFrame, seeds: pd.Series) -> list[str]:
+    """One label per run for its replicate: the seed plus every other `*.seed` param (a toy-lab population draw, a
+    benchmark's problem draw). Those params never split arms (IGNORED_PARAMS), but two runs that differ in one are
+    two replicates of the arm, not a duplicate."""
+    draws = sorted(c for c in frame.columns if c.startswith("params.") and c.endswith(".seed"))
+    labels = [str(seed) for seed in seeds]
+    for column in draws:
+        values = frame[column].fillna("").astype(str).to_numpy()
+        labels = [f"{label},{column[len('params.'):]}={value}" for label, value in zip(labels, values)]
+    return labels
+
+
 def drop_duplicate_seeds(out: pd.DataFrame, params: list[str], times: dict) -> tuple[pd.DataFrame, list[str]]:
-    """Keep one run per (every arm-defining tag and param, seed): the FINISHED one that ended last (then started
+    """Keep one run per (every arm-defining tag and param, replicate): the FINISHED one that ended last (then started
     last). `times`: {"end_time": [...], "start_time": [...]} in the rows' order. Returns the kept rows and the run ids
     left out."""
-    key = [*REQUIRED_TAGS, *DESCRIPTIVE_TAGS, *params]
+    key = [*REQUIRED_TAGS, *DESCRIPTIVE_TAGS, *params, "replicate"]
     ended, started = (pd.to_datetime(pd.Series(times[name], index=out.index)) for name in ("end_time", "start_time"))
     order = out.assign(_finished=out["status"].eq("FINISHED"), _end=ended, _start=started)
     order = order.sort_values(["_finished", "_end", "_start"], kind="stable", na_position="first")

@@ -161,6 +161,20 @@ def test_duplicate_runs_of_an_arm_and_seed_count_once_and_one_seed_has_no_fake_s
     assert report.runs == 1
 
 
+def test_runs_of_one_seed_on_other_draws_are_replicates_not_duplicates(store, tmp_path):
+    # The toy lab sweeps population draws (toylab_population.seed) under each training seed: same arm, same seed,
+    # another draw is another replicate of the arm, never "an older run".
+    uri, client, experiment_id = store
+    rng = np.random.default_rng(5)
+    p = rng.random(20)
+    ids = [log_run(client, experiment_id, tmp_path, "grpo", 1, 0, binary(rng, p),
+                   params={"toylab_population.seed": str(draw)}) for draw in range(3)]
+    runs = load_runs(uri, "study")
+    assert sorted(runs.frame["run_id"]) == sorted(ids) and not runs.skipped
+    run_analysis(uri, "study", tmp_path / "out", log_to_mlflow=False)
+    assert pd.read_csv(tmp_path / "out" / "summary.csv")["seeds"].tolist() == [3]
+
+
 def test_a_resumed_run_counts_the_steps_it_ran_not_its_first_steps_param(store, tmp_path):
     uri, client, experiment_id = store
     rng = np.random.default_rng(4)
