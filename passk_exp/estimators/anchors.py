@@ -10,8 +10,9 @@
 * `dr_grpo`: Dr. GRPO (Liu et al., arXiv 2503.20783): r − r̄ with no std normalisation; the paper pairs it with a
   token-sum loss (train.loss_agg=token_sum), which is a loss setting, not part of the advantage.
 
-Every function maps rewards [B, n] to advantages [B, n] (rewards' dtype and device), no loop over B or n. What this
-file leaves out: validation (registry.py) and the loss aggregation (loss.py).
+The math, in prose: docs/methods.md §12. Every function maps rewards [B, n] to advantages [B, n] (rewards' dtype
+and device), no loop over B or n. What this file leaves out: validation (registry.py) and the loss aggregation
+(loss.py).
 """
 
 from __future__ import annotations
