@@ -96,11 +96,11 @@ class Trainer:
         self.run_dir = main_dir if main_dir is not None else RunDir(*chosen)
         try:
             self.bench = load_benchmark(**self.config_dict["benchmark"])
-        except ValueError as error:  # a missing or malformed dataset file: the benchmark's own one-line message
+            self.eval_problems = self.bench.problems("test")
+            # Measured, not assumed: also stops a run without a separate train source before the model loads.
+            self.train_eval_overlap = self.bench.train_eval_overlap(cfg.seed, cfg.steps * cfg.train.prompts_per_step)
+        except ValueError as error:  # a missing, malformed or single-file dataset: the benchmark's own one-line message
             raise ConfigError(str(error)) from None
-        self.eval_problems = self.bench.problems("test")
-        # Measured, not assumed: also stops a run without a separate train source before the model loads.
-        self.train_eval_overlap = self.bench.train_eval_overlap(cfg.seed, cfg.steps * cfg.train.prompts_per_step)
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.device == "cpu" and cfg.keep_freed_memory:
             keep_freed_memory()
