@@ -70,8 +70,8 @@ def warnings_of(stats: ArmStats, arms: list[str]) -> list[str]:
 
 def _header(experiment: str, tracking_uri: str, runs: Runs, stats: ArmStats, warnings: list[str]) -> str:
     lines = [f"# {experiment}", "", f"Final metrics of {len(runs.frame)} runs in {len(stats.table)} arms, read from "
-             f"{_store_name(tracking_uri)}. Cells are mean [95% CI]: {stats.method_text()}. `seeds` counts distinct "
-             "seeds; the std over seeds is in the CSV (n/a: one seed). Bold = best mean; † = k > n_eval/2 (high variance).", ""]
+             f"{_store_name(tracking_uri)}. Cells are mean [95% CI]: {stats.method_text()}. `seeds` counts replicates "
+             "(seeds × other draws, e.g. a population seed); the std over them is in the CSV (n/a: one seed). Bold = best mean; † = k > n_eval/2 (high variance).", ""]
     lines += [f"**{line}**" for line in warnings]
     for reason, ids in runs.skipped.items():
         lines.append(f"Left out {len(ids)} run(s), {reason}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}.")
