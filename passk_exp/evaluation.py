@@ -56,6 +56,13 @@ def extracts_final_answers(bench: Benchmark) -> bool:
     return type(bench).final_answer is not Benchmark.final_answer
 
 
+def score_groups(bench, problems: Sequence, batch) -> np.ndarray:
+    """Rewards [len(problems), n] (float64) of a rollout batch's completions, group g scored against problems[g]."""
+    flat_problems = [p for p in problems for _ in range(batch.n)]
+    flat_texts = [text for group in batch.texts for text in group]
+    return np.asarray(bench.score(flat_problems, flat_texts), dtype=np.float64).reshape(len(problems), batch.n)
+
+
 def evaluate(
     backend, bench, problems: Sequence, n_eval: int, sampling: SamplingParams, ks: Sequence[int] | None = None
 ) -> EvalResult:
@@ -63,9 +70,7 @@ def evaluate(
     from the per-problem records (so the records artifact reproduces the metrics exactly)."""
     ks = sorted(set(ks)) if ks else k_grid(n_eval)
     batch = backend.generate([p.prompt for p in problems], n_eval, sampling)
-    flat_problems = [p for p in problems for _ in range(n_eval)]
-    flat_texts = [text for group in batch.texts for text in group]
-    rewards = np.asarray(bench.score(flat_problems, flat_texts), dtype=np.float64).reshape(len(problems), n_eval)
+    rewards = score_groups(bench, problems, batch)
     answers = None
     if extracts_final_answers(bench):
         answers = [[bench.final_answer(p, text) for text in group] for p, group in zip(problems, batch.texts)]

@@ -31,7 +31,7 @@ from passk_exp.config import ConfigError
 from passk_exp.dapo import overlong_keep, resample_zero_variance
 from passk_exp.distributed import Distributed
 from passk_exp.eval_records import records_parquet
-from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics
+from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics, score_groups
 from passk_exp.finetune import apply_finetune
 from passk_exp.importance import ImportanceCorrection
 from passk_exp.k_control import KController
@@ -393,10 +393,7 @@ class Trainer:
 
     def _score(self, problems: list, batch: RolloutBatch) -> torch.Tensor:
         """Rewards [len(problems), n] (float64) of the batch's completions."""
-        flat_problems = [p for p in problems for _ in range(batch.n)]
-        flat_texts = [t for group in batch.texts for t in group]
-        rewards = torch.tensor(self.bench.score(flat_problems, flat_texts), dtype=torch.float64)
-        return rewards.view(len(problems), batch.n)
+        return torch.from_numpy(score_groups(self.bench, problems, batch))
 
     def _regenerate(self, problems: list):
         """group indices -> (fresh completions for those problems, their rewards): dynamic sampling's callback."""
