@@ -8,13 +8,14 @@ single source of valid choices. Every check raises `ConfigError` with one line: 
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+
+from passk_exp.keys import refuse_unknown_keys
 
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -178,34 +179,19 @@ def _keys(node: Any, where: str) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
-def _check_keys(group: str, cfg: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(cfg) - allowed - {"name"})
-    _check(not unknown, f"{group}: unknown key(s) {unknown}; allowed: {sorted(allowed | {'name'})}")
-
-
-def _refuse_unknown(where: str, keys: Any, allowed: set[str]) -> None:
-    """`+eval_evry=0` (Hydra's own hint for a typo) adds the key in struct mode: refuse it here, naming what is allowed."""
-    unknown = sorted(set(keys) - allowed)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]}{hint}; allowed{' in ' + where if where else ''}: {sorted(allowed)}"
-        )
-
-
 def _check_no_unknown_keys(cfg: DictConfig) -> None:
     """Top level, `train`, `tracking` and `benchmark`; the other groups are checked by their own validators."""
     from passk_exp.benchmarks import BENCHMARKS, benchmark_class
     from passk_exp.benchmarks.base import option_keys
 
-    _refuse_unknown("", set(cfg) - {"hydra"}, {f.name for f in fields(PasskSchema)})
-    _refuse_unknown("train", cfg.train, {f.name for f in fields(TrainConfig)})
-    _refuse_unknown("tracking", cfg.tracking, {f.name for f in fields(TrackingConfig)})
+    # `+eval_evry=0` (Hydra's own hint for a typo) adds the key in struct mode: refused here
+    refuse_unknown_keys("config", set(cfg) - {"hydra"}, {f.name for f in fields(PasskSchema)}, ConfigError)
+    refuse_unknown_keys("train", cfg.train, {f.name for f in fields(TrainConfig)}, ConfigError)
+    refuse_unknown_keys("tracking", cfg.tracking, {f.name for f in fields(TrackingConfig)}, ConfigError)
     name = cfg.benchmark.get("name") if isinstance(cfg.benchmark, DictConfig) else None
     _check(name in BENCHMARKS, f"benchmark={name!r} is not one of {list(BENCHMARKS)}")
-    _refuse_unknown("benchmark", cfg.benchmark, set(option_keys(benchmark_class(name).Options)) | {"name"})
+    allowed = set(option_keys(benchmark_class(name).Options)) | {"name"}
+    refuse_unknown_keys(f"benchmark={name}", cfg.benchmark, allowed, ConfigError)
 
 
 def max_k(cfg: DictConfig) -> int:
@@ -222,7 +208,7 @@ def _validate_schedule(cfg: DictConfig) -> None:
     schedule = _keys(cfg.schedule, "schedule")
     name = schedule.get("name")
     _check(name in SCHEDULE_KEYS, f"schedule={name!r} is not one of {sorted(SCHEDULE_KEYS)}")
-    _check_keys(f"schedule={name}", schedule, SCHEDULE_KEYS[name])
+    refuse_unknown_keys(f"schedule={name}", schedule, SCHEDULE_KEYS[name] | {"name"}, ConfigError)
     if name == "anneal":
         milestones = schedule.get("milestones") or []
         _check(
@@ -253,7 +239,7 @@ def _validate_method(cfg: DictConfig) -> None:
         name in estimators.REGISTRY,
         f"method={name!r} is not a registered estimator; choose one of {sorted(estimators.REGISTRY)}",
     )
-    _check_keys(f"method={name}", method, {"params"})
+    refuse_unknown_keys(f"method={name}", method, {"name", "params"}, ConfigError)
     params = dict(method.get("params") or {})
     allowed = estimators.method_params(name)
     unknown = sorted(set(params) - set(allowed))
@@ -288,7 +274,7 @@ def _validate_regularizer(cfg: DictConfig) -> None:
     reg = _keys(cfg.regularizer, "regularizer")
     name = reg.get("name")
     _check(name in REGULARIZER_KEYS, f"regularizer={name!r} is not one of {sorted(REGULARIZER_KEYS)}")
-    _check_keys(f"regularizer={name}", reg, REGULARIZER_KEYS[name])
+    refuse_unknown_keys(f"regularizer={name}", reg, REGULARIZER_KEYS[name] | {"name"}, ConfigError)
     if name == "entropy":
         _check(reg["lam"] >= 0, f"regularizer.lam={reg['lam']} must be >= 0")
     if name == "kl":
@@ -299,8 +285,7 @@ def _validate_rollout(cfg: DictConfig) -> None:
     rollout = _keys(cfg.rollout, "rollout")
     backend = rollout.get("backend")
     _check(backend in ROLLOUT_KEYS, f"rollout={backend!r} is not one of {sorted(ROLLOUT_KEYS)}")
-    unknown = sorted(set(rollout) - ROLLOUT_KEYS[backend] - {"backend"})
-    _check(not unknown, f"rollout={backend}: unknown key(s) {unknown}; allowed: {sorted(ROLLOUT_KEYS[backend])}")
+    refuse_unknown_keys(f"rollout={backend}", set(rollout) - {"backend"}, ROLLOUT_KEYS[backend], ConfigError)
     _check(rollout["max_new_tokens"] >= 1, f"rollout.max_new_tokens={rollout['max_new_tokens']} must be >= 1")
     _check(rollout["temperature"] > 0, f"rollout.temperature={rollout['temperature']} must be > 0")
     _check(0 < rollout["top_p"] <= 1, f"rollout.top_p={rollout['top_p']} must be in (0, 1]")

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from passk_exp.config import ConfigError
+from passk_exp.keys import refuse_unknown_keys
 from passk_exp.models import apply_trainable_layers, decoder_layers
 
 DEFAULT_MODE = "top_layers"  # what a config without a `finetune` group gets: today's behaviour
@@ -136,8 +137,7 @@ def parse_finetune(cfg: Mapping | None) -> TopLayers | Full | Lora:
     _check(name in MODES, f"finetune={name!r} is not one of {sorted(MODES)}")
     mode = MODES[name]
     fields = [f.name for f in dataclasses.fields(mode)]
-    unknown = sorted(set(options) - set(fields))
-    _check(not unknown, f"finetune={name}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+    refuse_unknown_keys(f"finetune={name}", options, fields, ConfigError)
     absent = sorted(set(fields) - set(options))
     _check(not absent, f"finetune={name}: missing key(s) {absent} (conf/finetune/{name}.yaml sets them)")
     return mode(**options)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from passk_exp.keys import refuse_unknown_keys
 from passk_exp.models.cache import model_cache_dir
 from passk_exp.models.gguf import gguf_cache_entry, gguf_model_dir, gguf_path, gguf_tokenizer_dir
 
@@ -107,8 +108,7 @@ def _validate_hf(path: Any) -> None:
 def _validate_tiny(cfg: dict[str, Any]) -> None:
     overrides = cfg.get("config") or {}
     _require(isinstance(overrides, Mapping), f"model.config={overrides!r} must be a mapping of LlamaConfig sizes")
-    unknown = sorted(set(overrides) - set(TINY_DEFAULTS))
-    _require(not unknown, f"model.config: unknown key(s) {unknown}; allowed: {list(TINY_DEFAULTS)}")
+    refuse_unknown_keys("model.config", overrides, TINY_DEFAULTS)
     for key, value in overrides.items():
         _require(_is_count(value), f"model.config.{key}={value!r} must be an integer >= 1")
     sizes = {**TINY_DEFAULTS, **overrides}
@@ -144,8 +144,7 @@ def validate_model_config(cfg: Mapping) -> None:
     source = cfg.get("source")
     _require(source in SOURCES, f"model.source={source!r} is not one of {list(SOURCES)}")
     allowed = COMMON_KEYS | SOURCE_KEYS[source]
-    unknown = sorted(set(cfg) - allowed)
-    _require(not unknown, f"model (source={source}): unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    refuse_unknown_keys(f"model (source={source})", cfg, allowed)
     n = cfg.get("trainable_layers")
     _require(n is None or _is_count(n), f"model.trainable_layers={n!r} must be null (full fine-tune) or an int >= 1")
     checkpointing = cfg.get("gradient_checkpointing", False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from passk_exp.keys import refuse_unknown_keys
 from passk_exp.toylab.gaussian import GaussianPopulation
 from passk_exp.toylab.tabular import TabularPopulation
 
@@ -27,9 +28,7 @@ def build_population(config: Mapping[str, Any]) -> TabularPopulation | GaussianP
     if kind not in BUILDERS:
         raise ValueError(f"toylab_population.kind={kind!r} is not one of {sorted(BUILDERS)}")
     cls, allowed = BUILDERS[kind]
-    unknown = sorted(set(spec) - allowed)
-    if unknown:
-        raise ValueError(f"toylab_population (kind={kind}): unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    refuse_unknown_keys(f"toylab_population (kind={kind})", spec, allowed)
     return cls.build(**spec)
 
 
