@@ -16,10 +16,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from conftest import run_cli
 
 EXPECTED_JOBS = {  # (phase, scale) -> number of jobs of the sweep
-    ("phase1", "smoke"): 4 * 3 * 2, ("phase1", "full"): 19 * 3,
-    ("phase2", "smoke"): 7 * 2, ("phase2", "full"): 10 * 3,
+    ("phase1", "smoke"): 4 * 3 * 3, ("phase1", "full"): 19 * 3,
+    ("phase2", "smoke"): 7 * 3, ("phase2", "full"): 10 * 3,
     ("phase2_reg", "smoke"): 2 * 4 * 1, ("phase2_reg", "full"): 3 * 4 * 3,
-    ("phase3", "smoke"): 5 * 2, ("phase3", "full"): 7 * 3,
+    ("phase3", "smoke"): 5 * 3, ("phase3", "full"): 7 * 3,
     ("phase4", "smoke"): 4 * 2 * 3 * 1, ("phase4", "full"): 2 * 2 * 11 * 2,
 }
 PHASE_TAG = {"phase2_reg": "phase2"}  # phase 2's regularizer axis logs to phase 2's experiment
@@ -71,7 +71,7 @@ def test_every_job_of_every_phase_composes_and_passes_validation(phase, scale, t
         assert cfg.tracking.run_name == f"{cfg.method.name}-K{cfg.K}-{cfg.schedule.name}-s{cfg.seed}"
         if scale == "smoke":
             assert (cfg.model.name, cfg.benchmark.name, cfg.rollout.backend) == ("smollm2_135m", "synthetic", "hf")
-            assert cfg.n_eval == 64
+            assert cfg.n_eval == 32 and cfg.benchmark.eval_size == 50
         else:
             assert cfg.rollout.backend == "vllm" and cfg.model.name.startswith("qwen")
             assert cfg.benchmark.eval_size is None  # the full test sets
