@@ -4,8 +4,9 @@ One step: B prompts from the benchmark's train stream, n completions each (rollo
 benchmark's verifier, advantages from the estimator registry with K from the schedule (plus the advantage-level
 regularizer), then a token-level clipped policy-gradient loss (plus β·KL to the reference policy), accumulated over
 micro-batches of groups, AdamW with gradient clipping. Groups whose advantages are all exactly zero contribute no
-gradient, so their forward/backward is skipped. The math lives in estimators/, metrics.py, loss.py; this file is
-plumbing, and it deliberately knows nothing of Hydra (it takes a resolved config) so tests and benches can drive it.
+gradient, so their forward/backward is skipped. That update is policy_update.py's; the math lives in estimators/,
+metrics.py, loss.py; this file is plumbing, and it deliberately knows nothing of Hydra (it takes a resolved config) so
+tests and benches can drive it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from passk_exp.checkpoint import (
     CHECKPOINT_FILE, load_checkpoint, rng_state, run_key, run_label, set_rng_state,
 )
 from passk_exp.config import ConfigError
-from passk_exp.dapo import overlong_keep, resample_zero_variance
+from passk_exp.dapo import resample_zero_variance
 from passk_exp.distributed import Distributed
 from passk_exp.eval_records import records_parquet
 from passk_exp.evaluation import curve_csv, curve_png, evaluate, pass_at_k_metrics, score_groups
@@ -36,9 +36,9 @@ from passk_exp.finetune import apply_finetune
 from passk_exp.importance import ImportanceCorrection
 from passk_exp.k_control import KController
 from passk_exp.logprobs import supports_shared_prefix, training_attention
-from passk_exp.loss import policy_gradient_loss
 from passk_exp.models import load_policy
-from passk_exp.precision import autocast, resolve_precision, store_frozen_linears_in_bf16
+from passk_exp.policy_update import PolicyUpdate
+from passk_exp.precision import resolve_precision, store_frozen_linears_in_bf16
 from passk_exp.progress import StepProgress
 from passk_exp.regularizers import outcome_entropy_term
 from passk_exp.rollout import make_backend
@@ -125,14 +125,14 @@ class Trainer:
                 if frozen is not None:
                     store_frozen_linears_in_bf16(frozen)
         self.backend = make_backend(self.config_dict["rollout"], self.model, self.tokenizer, self.precision, cfg.seed)
-        self.importance = ImportanceCorrection(self.config_dict["rollout"].get("is_cap"))  # vLLM's sampler mismatch
+        importance = ImportanceCorrection(self.config_dict["rollout"].get("is_cap"))  # vLLM's sampler mismatch
         self.sampling = SamplingParams(
             max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p
         )
-        self.shared_prefix = bool(cfg.train.shared_prefix)
-        if self.shared_prefix and not supports_shared_prefix(self.model):
+        shared_prefix = bool(cfg.train.shared_prefix)
+        if shared_prefix and not supports_shared_prefix(self.model):
             log.info("this model's cache cannot be expanded: training uses the plain forward (train.shared_prefix off)")
-            self.shared_prefix = False
+            shared_prefix = False
         self.method = cfg.method.name
         self.method_params = dict(self.config_dict["method"].get("params") or {})
         self.k_control = KController(
@@ -143,6 +143,25 @@ class Trainer:
         self.optimizer = self.dist.wrap(self.model, self.optimizer, self.precision, cfg.seed)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.backend = self.dist.sampling_backend(self.backend)
+        # Built last: it must hold the final model, the wrapped optimizer, the trainable list after wrapping and the
+        # sampling backend the new weights go to.
+        self.update = PolicyUpdate(
+            model=self.model,
+            ref_model=self.ref_model,
+            finetune=self.finetune,
+            optimizer=self.optimizer,
+            trainable=self.trainable,
+            dist=self.dist,
+            backend=self.backend,
+            importance=importance,
+            precision=self.precision,
+            device=self.device,
+            shared_prefix=shared_prefix,
+            train_cfg=cfg.train,
+            kl_beta=float(cfg.regularizer.get("beta", 0.0)),
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            temperature=self.sampling.temperature,
+        )
         self.checkpoint_dir: Path = self.run_dir.path
         self.step = 0
         self.eval_history: dict[int, tuple[list[int], list[float]]] = {}
@@ -151,9 +170,14 @@ class Trainer:
         # After a resume: the last step already in MLflow, per kind of metric. Train and eval metrics are tracked
         # apart because a kill can land between a step's train metrics and its evaluation.
         self._already_logged_until = {"train": -1, "eval": -1}
-        self._updating = False  # from this step's first optimizer step until the step is counted: no clean state
         self._clean: dict[str, Any] = {}  # RNG, K and estimator state where the last clean point left them
         self._eval_pending = False  # a Ctrl-C landed in the evaluation of self.step: resume redoes it
+
+    @property
+    def shared_prefix(self) -> bool:
+        """Whether the update's forward shares each group's prompt (train.shared_prefix, off where the model's cache
+        cannot be expanded)."""
+        return self.update.shared_prefix
 
     # ----------------------------------------------------------------------------------------------------- set-up
     def _start_tracking(self, resumed_run_id: str | None):
@@ -197,7 +221,7 @@ class Trainer:
 
     def _mark_clean(self, eval_pending: bool = False) -> None:
         """A point a resumed run can start from: what a Ctrl-C before the next one saves (weights and the optimizer
-        do not change until the next optimizer step, which `_updating` marks)."""
+        do not change until the next optimizer step, which `update.updating` marks)."""
         estimator = self.estimator_state.state_dict() if self.estimator_state is not None else None
         self._clean = {
             "rng": rng_state(),
@@ -246,7 +270,7 @@ class Trainer:
                     problems = [next(stream) for _ in range(self.cfg.train.prompts_per_step)]
                     metrics = self.train_step(problems)
                     self.step += 1
-                    self._updating = False
+                    self.update.updating = False
                     self.last_train = metrics
                     self._log(tracker, metrics)
                     if self._eval_due():
@@ -282,7 +306,7 @@ class Trainer:
     def _interrupted(self, tracker) -> str:
         """Save what resumes exactly, and say what happened (the message of the re-raised KeyboardInterrupt)."""
         run = f"MLflow run {tracker.run_id} marked KILLED" if tracker.run_id else "tracking off"
-        if self._updating:  # weights changed, step not counted: neither state is whole, keep the previous save
+        if self.update.updating:  # weights changed, step not counted: neither state is whole, keep the previous save
             saved = self.checkpoint_dir.joinpath(CHECKPOINT_FILE).exists()
             kept = f"the checkpoint in {self.checkpoint_dir} is kept" if saved else "no checkpoint was saved yet"
             message = f"interrupted during the update of step {self.step + 1}; {run}; {kept}"
@@ -367,7 +391,7 @@ class Trainer:
         if self.estimator_state is not None and getattr(self.estimator_state, "p", None) is not None:
             p_hat = float(self.estimator_state.p)
         with training_attention(self.model, self.cfg.train.attention, self.device):
-            update = self._update(batch, self.dist.own_groups(adv))
+            update = self.update(batch, self.dist.own_groups(adv))
         batch = self.dist.gather_batch(batch)  # the metrics below describe every rank's groups
         done = time.perf_counter()
         train_metrics, _, _ = pass_at_k_metrics(rewards.numpy(), "train", self.bench.continuous)
@@ -404,110 +428,3 @@ class Trainer:
             return batch, self._score(chosen, batch)
 
         return generate_and_score
-
-    def _loss_masks(self, batch: RolloutBatch) -> torch.Tensor:
-        """[G, n, C] tokens that enter the loss: the completion mask, less truncated samples with train.overlong_filter
-        (DAPO, passk_exp/dapo.py)."""
-        if not self.cfg.train.overlong_filter:
-            return batch.completion_mask
-        return batch.completion_mask * overlong_keep(batch).unsqueeze(-1).long()
-
-    def _update(self, batch: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
-        cfg = self.cfg.train
-        groups = torch.arange(batch.groups)
-        if cfg.skip_uninformative and self.ref_model is None:
-            groups = groups[(adv != 0).any(dim=1)]
-        # The denominator counts this step's real groups; the loss masks also cover the zero-weight padding group
-        # that even_micro_batches may append.
-        denominator = self.dist.loss_denominator(cfg.loss_agg, self._loss_masks(batch), self.cfg.rollout.max_new_tokens)
-        micro_batches = [groups[i : i + cfg.micro_batch_groups] for i in range(0, len(groups), cfg.micro_batch_groups)]
-        batch, adv, micro_batches = self.dist.even_micro_batches(batch, adv, micro_batches)  # same syncs on every rank
-        loss_masks = self._loss_masks(batch)
-        old_logprobs: dict[int, torch.Tensor] = {}
-        ref_logprobs: dict[int, torch.Tensor] = {}
-        is_weights: dict[int, torch.Tensor | None] = {}
-        totals = {"loss": 0.0, "clip": 0.0, "kl": 0.0, "entropy": 0.0, "entropy_tokens": 0.0, "grad_norm": 0.0}
-        device = self.device
-        for inner in range(cfg.inner_updates):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for index, groups_mb in enumerate(micro_batches):
-                sub = batch.select(groups_mb)
-                tensors = [t.to(device) for t in (sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.completion_mask)]
-                mask = tensors[3]
-                if self.ref_model is not None and index not in ref_logprobs:
-                    with torch.no_grad(), autocast(self.precision, device), self.finetune.reference_scope():
-                        ref_logprobs[index] = self._logprobs(self.ref_model, tensors, False).logprobs.float()
-                self.dist.set_grad_sync(index == len(micro_batches) - 1)  # gradients meet once per optimizer step
-                with autocast(self.precision, device):
-                    stats = self._logprobs(self.model, tensors, with_entropy=inner == 0)
-                logprobs = stats.logprobs.float()
-                if inner == 0:
-                    old_logprobs[index] = logprobs.detach()
-                    is_weights[index] = self.importance.weights(old_logprobs[index], sub.sampler_logprobs, mask)
-                    if stats.entropy is not None:
-                        totals["entropy"] += float((stats.entropy.float() * mask).sum())
-                        totals["entropy_tokens"] += float(mask.sum())
-                parts = policy_gradient_loss(
-                    logprobs,
-                    old_logprobs[index],
-                    adv[groups_mb].to(device),
-                    loss_masks[groups_mb].to(device),
-                    clip_eps=cfg.clip_eps,
-                    clip_eps_high=cfg.clip_eps_high,
-                    agg=cfg.loss_agg,
-                    denominator=denominator,
-                    ref_logprobs=ref_logprobs.get(index),
-                    kl_beta=float(self.cfg.regularizer.get("beta", 0.0)),
-                    token_weights=is_weights[index],
-                )
-                parts.loss.backward()
-                loss_sum += float(parts.loss.detach())
-                if inner == cfg.inner_updates - 1:
-                    totals["clip"] += float(parts.clip_fraction) / len(micro_batches)
-                    if parts.kl is not None:
-                        totals["kl"] += float(parts.kl) / len(micro_batches)
-            if micro_batches:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
-                self._updating = True  # reset by run() once the step is counted
-                self.optimizer.step()
-                self.backend.sync_weights(self.model)
-                totals["grad_norm"] = float(grad_norm)
-            totals["loss"] = loss_sum
-        totals = self.dist.combine_totals(totals)  # many processes: the whole batch's loss and statistics
-        metrics = {
-            "train/loss": totals["loss"],
-            "train/grad_norm": totals["grad_norm"],
-            "train/clip_fraction": totals["clip"],
-            "train/trained_groups": self.dist.sum(float(len(groups))),
-            **self.importance.metrics(),
-        }
-        if not micro_batches:
-            # Nothing trained this step: measure the policy's entropy on a few groups anyway, so the metric is
-            # never missing (a no-grad forward, cheap next to the update it replaces).
-            sub = batch.select(torch.arange(min(cfg.micro_batch_groups, batch.groups)))
-            tensors = [t.to(device) for t in (sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.completion_mask)]
-            with torch.no_grad(), autocast(self.precision, device):
-                stats = self._logprobs(self.model, tensors, with_entropy=True)
-            totals["entropy"] = self.dist.sum(float((stats.entropy.float() * tensors[3]).sum()))  # over ranks
-            totals["entropy_tokens"] = self.dist.sum(float(tensors[3].sum()))
-        if totals["entropy_tokens"]:
-            metrics["train/entropy"] = totals["entropy"] / totals["entropy_tokens"]
-        if self.ref_model is not None:
-            metrics["train/kl"] = totals["kl"]
-        return metrics
-
-    def _logprobs(self, model, tensors, with_entropy: bool):
-        prompt_ids, prompt_mask, completion_ids, completion_mask = tensors
-        context = torch.no_grad() if model is self.ref_model else nullcontext()
-        with context:
-            return self.dist.logprobs(model)(  # completion_logprobs, through DDP / FSDP for the wrapped policy
-                prompt_ids,
-                prompt_mask,
-                completion_ids,
-                completion_mask,
-                shared_prefix=self.shared_prefix,
-                token_chunk=self.cfg.train.token_chunk,
-                with_entropy=with_entropy,
-                temperature=self.sampling.temperature,  # the sampled distribution (top_p < 1 is refused in config)
-            )

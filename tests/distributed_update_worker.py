@@ -61,7 +61,7 @@ def main(out: Path, strategy: str, work: Path) -> None:
     for case, rewards in REWARDS.items():
         trainer.cfg.train.loss_agg = "token_mean" if case == "all_groups" else "constant"
         adv = trainer.advantages(torch.tensor(rewards, dtype=torch.float64), k=cfg.K).float()
-        metrics = trainer._update(batch.select(mine), dist.own_groups(adv))
+        metrics = trainer.update(batch.select(mine), dist.own_groups(adv))
         named = list(trainer.model.named_parameters())
         grads = {name: _full(p.grad) for name, p in named if p.grad is not None}
         weights = {name: _full(p) for name, p in named}  # a collective under FSDP: every rank gathers

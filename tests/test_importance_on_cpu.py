@@ -84,8 +84,8 @@ def test_trainer_weights_tokens_by_the_sampler_logprobs_a_rollout_carries(
 
     cfg = compose(tiny_overrides(tmp_path, precision="fp32", **{"train.skip_uninformative": "false"}))
     trainer = Trainer(cfg)
-    assert trainer.importance.cap is None  # rollout=hf: the policy samples itself, nothing to correct
-    trainer.importance = ImportanceCorrection(cap=2.0)
+    assert trainer.update.importance.cap is None  # rollout=hf: the policy samples itself, nothing to correct
+    trainer.update.importance = ImportanceCorrection(cap=2.0)
     generate = trainer.backend.generate
 
     def with_sampler_logprobs(prompts, n, sampling):

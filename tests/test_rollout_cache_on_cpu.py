@@ -70,7 +70,7 @@ def _check_sampled_logits_match_training_logprobs(
     sampled = torch.log_softmax(steps / temperature, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
     tensors = [t.to(trainer.device) for t in (batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask)]
     with torch.no_grad(), training_attention(trainer.model, cfg.train.attention, trainer.device):
-        stats = trainer._logprobs(trainer.model, tensors, with_entropy=False)
+        stats = trainer.update.logprobs(trainer.model, tensors, with_entropy=False)
     mask = batch.completion_mask.reshape(rows, width).bool()
     got = stats.logprobs.reshape(rows, width).double().cpu()
     torch.testing.assert_close(got[mask], sampled[mask], atol=atol, rtol=0)

@@ -1,5 +1,5 @@
 """The update's log-probs are of the distribution the completions were drawn from: softmax(logits / T), for the
-trainer's own path (Trainer._logprobs under the update's attention kernel, shared prefix on and off) against the
+trainer's own path (PolicyUpdate.logprobs under the update's attention kernel, shared prefix on and off) against the
 logits `generate` handed to the sampler, and top_p < 1 is refused for training until the nucleus is renormalised."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_trainer_log_probs_equal_the_sampling_distribution(tmp_path, monkeypatch
 
     tensors = [batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask]
     with torch.no_grad(), training_attention(trainer.model, cfg.train.attention, trainer.device):
-        stats = trainer._logprobs(trainer.model, tensors, with_entropy=True)
+        stats = trainer.update.logprobs(trainer.model, tensors, with_entropy=True)
     mask = batch.completion_mask.reshape(rows, width).bool()
     got = stats.logprobs.reshape(rows, width).double()
     torch.testing.assert_close(got[mask], sampled[mask], atol=1e-4, rtol=0)
